@@ -146,8 +146,15 @@ class ModelRegistry:
             raise InvalidModelError(f"{path}: no such file; check the path")
         if not path.is_file():
             raise InvalidModelError(f"{path} is not a file; give the path of a .onnx file")
-        signature = read_signature(path)  # refuses bad files before anything is written
         started = time.perf_counter()
+        existing = self._find_by_content(name, sha256_file(path))
+        if existing is not None:
+            # Same bytes already registered under this name: no parse, no copy.
+            if tags:
+                existing = self.tag(existing, tags)
+            log.info("model already registered", extra={"model": name, "version": existing.version})
+            return existing
+        signature = read_signature(path)  # refuses bad files before anything is written
         sha, size = self.workspace.blobs.put_file(path)
         try:
             with self.workspace.transaction() as conn:
@@ -200,8 +207,16 @@ class ModelRegistry:
         )
         return self.get(ModelRef(name, version))
 
-    def tag(self, ref: ModelRef | str, tags: dict[str, str]) -> ModelVersion:
-        model = self.get(ref)
+    def _find_by_content(self, name: str, sha: str) -> ModelVersion | None:
+        with self.workspace.connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM model_versions WHERE name = ? AND sha256 = ? ORDER BY version LIMIT 1",
+                (name, sha),
+            ).fetchone()
+            return None if row is None else self._from_row(row, _read_tags(conn, name, row["version"]))
+
+    def tag(self, ref: ModelRef | ModelVersion | str, tags: dict[str, str]) -> ModelVersion:
+        model = ref if isinstance(ref, ModelVersion) else self.get(ref)
         tags = _validate_tags(tags)
         with self.workspace.transaction() as conn:
             _write_tags(conn, model.name, model.version, tags)

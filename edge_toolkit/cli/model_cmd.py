@@ -101,6 +101,16 @@ def tag_command(ref: str, tags: tuple[str, ...], as_json: bool) -> None:
         )
 
 
+@model_group.command("sample")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random weights.")
+def sample_command(path: Path, seed: int) -> None:
+    """Write a small sample ONNX model (an MLP, FP32[batch, 64] -> FP32[batch, 10]) to PATH."""
+    from edge_toolkit.samples import write_sample_mlp
+
+    click.echo(f"wrote sample model to {write_sample_mlp(path, seed=seed)}")
+
+
 @model_group.command("delete")
 @click.argument("ref", metavar="NAME:VERSION")
 @json_option

@@ -18,12 +18,14 @@ def print_json(data: Any) -> None:
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        # Text, not markup: shapes such as "[batch, 64]" must not be read as rich tags.
+        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
     Console().print(table)
 
 
