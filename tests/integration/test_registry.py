@@ -218,3 +218,15 @@ def test_create_is_idempotent_and_catalog_uses_wal(tmp_path: Path) -> None:
     assert second.registry.get("m").version == 1
     with sqlite3.connect(second.catalog_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_corrupt_catalog_is_reported_not_overwritten(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path / "ws")
+    workspace.registry.register(onnx_models.save(onnx_models.mlp(), tmp_path / "m.onnx"), "m")
+    for leftover in workspace.root.glob("catalog.sqlite-*"):
+        leftover.unlink()
+    junk = bytes(range(256)) * 20
+    workspace.catalog_path.write_bytes(junk)
+    with pytest.raises(WorkspaceError, match=r"is corrupt .*restore it from a backup"):
+        Workspace.open(workspace.root).registry.list()
+    assert workspace.catalog_path.read_bytes() == junk
