@@ -1,0 +1,234 @@
+"""Process lifecycle of ``edge-agent run``: logging, start-up, serving, signals, draining.
+
+Order: bind the port and answer liveness at once; load and warm the models in the pool (readiness
+turns 200 when all are in); start the hub side if configured. SIGTERM/SIGINT stop accepting new
+connections, let in-flight requests finish, then stop the hub task and the batchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from device_agent.config import AgentConfig
+from device_agent.errors import AgentError, ConfigError
+from device_agent.metrics import MetricsRegistry
+from device_agent.repository import ModelRepository
+from device_agent.scoring import ScoringScript
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_S = 30
+HUB_STOP_TIMEOUT_S = 10.0
+# Attributes every LogRecord has; anything else came in through `extra=` and is logged as a field.
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and every `extra` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's error logger carries start/stop and protocol errors: keep it, through our handler.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Serve until signalled; returns the process exit code."""
+    setup_logging(config.log_level, config.log_format)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # Windows, or a minimal install: asyncio's own loop works, slower
+        pass
+    try:
+        return asyncio.run(_serve(config))
+    except AgentError as exc:
+        log.error("agent stopped", extra={"error": str(exc)})
+        return 2
+
+
+def _threads() -> int:
+    # ONNX Runtime parallelises inside a call; a few pool threads overlap decoding with running.
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+async def _serve(config: AgentConfig) -> int:
+    started = time.perf_counter()
+    hub_main = _hub_entry(config)
+    executor = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="infer")
+    metrics = MetricsRegistry()
+    repository = ModelRepository(executor, metrics, Path(config.data_dir))
+    scoring = _scoring(config, executor)
+    from device_agent.http_app import HttpApp
+
+    app = HttpApp(
+        repository,
+        metrics,
+        api_keys=_api_keys(config),
+        max_body_bytes=config.server.max_body_bytes,
+        scoring=scoring,
+    )
+    sock = _bind(config.server.host, config.server.port)
+    uv_config = uvicorn.Config(
+        app,
+        loop="none",  # the running (uvloop) loop
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    server = _Server(uv_config)
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, server, stop_event, sig)
+
+    serving = loop.create_task(server.serve(sockets=[sock]), name="http-server")
+    port = sock.getsockname()[1]
+    log.info("listening", extra={"host": config.server.host, "port": port})
+
+    exit_code = 0
+    hub_task: asyncio.Task[None] | None = None
+    try:
+        await repository.apply_models(config.models)
+        if scoring is not None:
+            await loop.run_in_executor(executor, scoring.load)
+            app.scoring_ready = True
+        log.info(
+            "ready",
+            extra={
+                "port": port,
+                "models": [f"{m.name}:{m.version}" for m in config.models],
+                "startup_s": round(time.perf_counter() - started, 3),
+            },
+        )
+        if hub_main is not None:
+            hub_task = loop.create_task(hub_main(config, repository, stop_event), name="hub")
+    except AgentError as exc:
+        log.error("start-up failed; stopping", extra={"error": str(exc)})
+        exit_code = 3
+        server.should_exit = True
+
+    await serving
+    stop_event.set()
+    if hub_task is not None:
+        try:
+            await asyncio.wait_for(hub_task, HUB_STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("hub task did not stop in time; cancelled")
+        except Exception:
+            log.exception("hub task failed")
+    await repository.close()
+    executor.shutdown(wait=True)
+    log.info("stopped", extra={"exit_code": exit_code})
+    return exit_code
+
+
+def _hub_entry(config: AgentConfig) -> Any:
+    """The hub side's entry point, or None without a hub; checked before anything starts."""
+    if config.hub.transport == "none":
+        return None
+    try:
+        from device_agent.hub import supervisor
+    except ImportError as exc:
+        raise ConfigError(
+            "hub.transport",
+            f"hub support is not installed in this agent ({exc}); use transport 'none'",
+        ) from exc
+    return supervisor.run_hub
+
+
+def _on_signal(server: Any, stop_event: asyncio.Event, sig: int) -> None:
+    if server.should_exit and sig == signal.SIGINT:
+        # A second Ctrl+C: stop waiting for in-flight requests.
+        server.force_exit = True
+    log.info("signal received; draining in-flight requests", extra={"signal": signal.Signals(sig).name})
+    server.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("server.port", f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _api_keys(config: AgentConfig) -> tuple[str, ...]:
+    keys = list(config.server.api_keys)
+    if config.server.api_key_env:
+        value = os.environ.get(config.server.api_key_env)
+        if not value:
+            raise ConfigError(
+                "server.api_key_env", f"environment variable {config.server.api_key_env} is not set or empty"
+            )
+        keys.append(value)
+    return tuple(keys)
+
+
+def _scoring(config: AgentConfig, executor: ThreadPoolExecutor) -> ScoringScript | None:
+    if config.scoring.script is None:
+        return None
+    if config.scoring.model_dir is not None:
+        model_dir = Path(config.scoring.model_dir)
+    elif config.models and config.models[0].path is not None:
+        model_dir = Path(config.models[0].path).parent
+    else:
+        model_dir = Path(config.data_dir) / "models"
+    return ScoringScript(Path(config.scoring.script), model_dir, executor)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server minus its own signal capture: the runner owns the signals, so it can stop
+    the hub task and the batchers after draining instead of re-raising the signal at the end."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
