@@ -36,9 +36,10 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
     "BYTES": np.dtype(object),
 }
+# Keyed by dtype.str ('<f4', '|u1', ...): a cheap attribute, unlike building a byte-swapped dtype.
 _DATATYPE_OF = {
-    np.dtype(np.bool_): "BOOL",
-    **{np.dtype(t).newbyteorder("<"): name for name, t in DTYPES.items() if name not in ("BOOL", "BYTES")},
+    **{t.newbyteorder("<").str: name for name, t in DTYPES.items() if name != "BYTES"},
+    "|O": "BYTES",
 }
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -230,9 +231,12 @@ def _bytes_elements(raw: memoryview | bytes, shape: tuple[int, ...], count: int,
 
 
 def datatype_of(array: np.ndarray) -> str:
-    if array.dtype == object or array.dtype.kind in "US":
+    datatype = _DATATYPE_OF.get(array.dtype.str)
+    if datatype is not None:
+        return datatype
+    if array.dtype.kind in "USO":
         return "BYTES"
-    datatype = _DATATYPE_OF.get(array.dtype.newbyteorder("<"))
+    datatype = _DATATYPE_OF.get(array.dtype.newbyteorder("<").str)
     if datatype is None:
         raise InvalidRequestError(f"cannot encode an output of numpy type {array.dtype}")
     return datatype
