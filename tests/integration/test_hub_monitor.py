@@ -1,0 +1,79 @@
+"""`edgekit monitor` watching a real agent hub side through a real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import start_mosquitto
+from tests.fake_host import FakeHost
+from tests.hub_session import SessionThread, hub_config
+
+pytestmark = pytest.mark.mqtt
+
+
+def test_monitor_shows_devices_from_the_health_stream(tmp_path: Path) -> None:
+    with start_mosquitto(tmp_path / "broker") as broker:
+        sessions = [
+            SessionThread(hub_config(str(tmp_path / d), url=broker.url, device_id=d), FakeHost())
+            for d in ("cam-1", "cam-2")
+        ]
+        try:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_toolkit.cli.main",
+                    "monitor",
+                    "--mqtt",
+                    broker.url,
+                    "--once",
+                    "--duration",
+                    "1.5",
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            table = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_toolkit.cli.main",
+                    "monitor",
+                    "--mqtt",
+                    broker.url,
+                    "--once",
+                    "--duration",
+                    "0.8",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+        finally:
+            for session in sessions:
+                session.stop()
+    rows = json.loads(result.stdout)
+    assert [r["device_id"] for r in rows] == ["cam-1", "cam-2"]
+    for row in rows:
+        assert row["status"] in ("healthy", "degraded") and row["online"] is True
+        assert row["seq"] >= 3 and row["gaps"] == 0 and row["cpu_percent"] is not None
+    assert "cam-1" in table.stdout and "edgekit fleet" in table.stdout
+
+
+def test_monitor_needs_exactly_one_source() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_toolkit.cli.main", "monitor", "--once"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and "exactly one of --mqtt" in result.stderr
