@@ -179,6 +179,30 @@ def served_to_report(models: Sequence[ServedModel]) -> list[dict[str, Any]]:
     ]
 
 
+def incompatible_signature(old: Sequence[ServedModel], new: Sequence[ServedModel]) -> str | None:
+    """Why a new version of a model name cannot replace the old one, or ``None`` when it can:
+    the same input and output names, datatypes and shapes (``-1`` dimensions included)."""
+    previous = {m.name: m for m in old}
+    for model in new:
+        before = previous.get(model.name)
+        if before is None or before.version == model.version:
+            continue
+        for what, a, b in (
+            ("inputs", before.inputs, model.inputs),
+            ("outputs", before.outputs, model.outputs),
+        ):
+            if _signature(a) != _signature(b):
+                return (
+                    f"model {model.name} version {model.version} has incompatible {what}: "
+                    f"{_signature(b)} instead of {_signature(a)} (version {before.version})"
+                )
+    return None
+
+
+def _signature(tensors: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    return sorted((t.get("name"), t.get("datatype"), tuple(t.get("shape") or ())) for t in tensors)
+
+
 class Reconciler:
     """Applies desired states one at a time and watches fresh versions for automatic rollback."""
 
@@ -236,9 +260,16 @@ class Reconciler:
             self.settings.log_level = desired.log_level
         if desired.models is None:
             return self.host.served_models()
-        before = {(m.name, m.version) for m in self.host.served_models()}
+        old_served = self.host.served_models()
+        before = {(m.name, m.version) for m in old_served}
         local = [await asyncio.to_thread(self._localise, m) for m in desired.models]
         served = await self.host.apply_models(local)
+        problem = incompatible_signature(old_served, served)
+        if problem is not None:
+            # Clients of a model name rely on its tensors; a new version that changes them is
+            # refused. The host swapped already, so swap straight back (a window of one swap).
+            await self.host.rollback()
+            raise DesiredStateError(f"{problem}; the previous version keeps serving")
         fresh = [(m.name, m.version) for m in served if (m.name, m.version) not in before]
         if fresh and before and self.settings.rollback.enabled:
             self._start_watch(fresh, desired.revision)
