@@ -225,6 +225,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument(
+        "--cnn-channels",
+        type=int,
+        default=8,
+        help="width of small_cnn() (8: the stock test model, ~0.15-0.5 ms a row here; 64: ~20x the work)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -238,7 +244,7 @@ def main() -> None:
     }
     files = {
         "mlp": onnx_models.save(onnx_models.mlp(), folder / "mlp.onnx"),
-        "cnn": onnx_models.save(onnx_models.small_cnn(), folder / "cnn.onnx"),
+        "cnn": onnx_models.save(onnx_models.small_cnn(channels=args.cnn_channels), folder / "cnn.onnx"),
     }
     cases: list[Case] = []
     extras: dict[str, dict[str, float]] = {}

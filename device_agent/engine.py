@@ -99,6 +99,9 @@ def session_options(config: SessionConfig) -> Any:
     # Failures reach the client and our log as exceptions with ORT's message; ORT's own stderr
     # lines would only repeat them outside the JSON log.
     options.log_severity_level = 4
+    # ORT's pool threads spin after each call waiting for the next one. In a loop that wins; in a
+    # server they burn the cores the event loop needs to read and parse the next request.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -110,9 +110,7 @@ class ModelRepository:
                 )
                 await _close_new(runtimes, old)
                 raise ModelLoadError(str(exc)) from exc
-            runtimes.append(
-                ModelRuntime(session, self.metrics.model(model.name, model.version), self._executor)
-            )
+            runtimes.append(ModelRuntime(session, self.metrics.model(model.name, model.version)))
         new = ServedSet.build(models, runtimes)
         self._current = new  # the atomic switch: new requests see the new set from here on
         kept = {id(r) for r in runtimes}

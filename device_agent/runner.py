@@ -116,6 +116,7 @@ async def _serve(config: AgentConfig) -> int:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # no proxy in front on a device; saves a middleware per request
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     server = _Server(uv_config)
@@ -145,8 +146,13 @@ async def _serve(config: AgentConfig) -> int:
         )
         if hub_main is not None:
             hub_task = loop.create_task(hub_main(config, repository, stop_event), name="hub")
+            hub_task.add_done_callback(_report_hub_exit)
     except AgentError as exc:
         log.error("start-up failed; stopping", extra={"error": str(exc)})
+        exit_code = 3
+        server.should_exit = True
+    except Exception:  # a bug at start must stop the agent, not leave it live and never ready
+        log.exception("start-up failed unexpectedly; stopping")
         exit_code = 3
         server.should_exit = True
 
@@ -158,11 +164,17 @@ async def _serve(config: AgentConfig) -> int:
         except TimeoutError:
             log.warning("hub task did not stop in time; cancelled")
         except Exception:
-            log.exception("hub task failed")
+            pass  # already reported by _report_hub_exit
     await repository.close()
     executor.shutdown(wait=True)
     log.info("stopped", extra={"exit_code": exit_code})
     return exit_code
+
+
+def _report_hub_exit(task: asyncio.Task[None]) -> None:
+    # Serving goes on without the hub; say so at once rather than at shutdown.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("hub side stopped; serving continues without it", extra={"error": repr(task.exception())})
 
 
 def _hub_entry(config: AgentConfig) -> Any:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,29 +28,35 @@ from device_agent.metrics import ModelMetrics
 log = logging.getLogger(__name__)
 
 # A call this short costs less than the hop to a worker thread and back (~50-100 µs with the
-# wake-ups), so it runs on the event loop itself; longer calls go to the pool so the loop keeps
-# reading and answering other requests meanwhile.
+# wake-ups), so it runs on the event loop itself; longer calls go to the model's worker thread so
+# the loop keeps reading (and decoding) the next requests meanwhile.
 INLINE_BELOW_S = 0.0005
+# With nothing else waiting for the model, a call up to this long also runs inline: there is
+# nothing to overlap it with, and the hop would only add latency. Longer calls never block the
+# loop, so health probes stay answered.
+INLINE_WHEN_IDLE_BELOW_S = 0.005
 _EWMA = 0.2
 
 
 class ModelRuntime:
     """One served model version: its session, metrics, optional batcher and cached metadata."""
 
-    def __init__(self, session: ModelSession, metrics: ModelMetrics, executor: Executor) -> None:
+    def __init__(self, session: ModelSession, metrics: ModelMetrics) -> None:
         self.session = session
         self.config: ModelConfig = session.config
         self.name = session.name
         self.version = session.version
         self.metrics = metrics
-        self._executor = executor
+        # One worker thread per model: ONNX Runtime already spreads one call over the cores
+        # (intra-op threads), so two concurrent calls of one model only fight over them.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"run-{session.name}-{session.version}")
         self._ewma_s = 0.0  # warm-up ran already; the first real call decides the path
         self.batcher: Batcher | None = None
         batching = self.config.batching
         if batching.enabled and session.batchable and batching.max_batch_size > 1:
             self.batcher = Batcher(
                 run=session.run,
-                executor=executor,
+                executor=self._worker,
                 max_rows=batching.max_batch_size,
                 max_delay_s=batching.max_queue_delay_ms / 1000.0,
                 on_batch=metrics.batch_size.observe,
@@ -83,22 +89,26 @@ class ModelRuntime:
                 return outputs
             index = self.session.output_names
             return [outputs[index.index(n)] for n in names]
-        if self._ewma_s < INLINE_BELOW_S:
-            started = time.perf_counter()
-            try:
-                return self.session.run(feeds, names)
-            finally:
-                self._ewma_s += _EWMA * (time.perf_counter() - started - self._ewma_s)
+        ewma = self._ewma_s
+        if ewma < INLINE_BELOW_S or (ewma < INLINE_WHEN_IDLE_BELOW_S and self.metrics.in_flight <= 1):
+            return self._timed_run(feeds, names)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._timed_run, feeds, names)
+
+    def _timed_run(self, feeds: dict[str, np.ndarray], names: Sequence[str] | None) -> list[np.ndarray]:
+        # Only the run itself is timed: time spent queued for the worker must not make a fast
+        # model look slow (it would then never come back to the inline path).
         started = time.perf_counter()
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self.session.run, feeds, names)
+            return self.session.run(feeds, names)
         finally:
             self._ewma_s += _EWMA * (time.perf_counter() - started - self._ewma_s)
 
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+        # Calls already handed to the worker finish; the thread then exits.
+        self._worker.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
