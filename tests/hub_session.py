@@ -11,6 +11,8 @@ from device_agent.config import AgentConfig, parse_config
 from device_agent.host import ModelHost
 from device_agent.hub.supervisor import HubSession, make_transport
 
+_SECTIONS = {"iotedge": "iothub"}
+
 
 def hub_config(data_dir: str, transport: str = "mqtt", **hub: Any) -> AgentConfig:
     return parse_config(
@@ -19,7 +21,7 @@ def hub_config(data_dir: str, transport: str = "mqtt", **hub: Any) -> AgentConfi
             "data_dir": data_dir,
             "health": {"interval_s": hub.pop("interval_s", 0.2)},
             "rollback": hub.pop("rollback", {}),
-            "hub": {"transport": transport, **({transport: hub} if hub else {})},
+            "hub": {"transport": transport, **({_SECTIONS.get(transport, transport): hub} if hub else {})},
         }
     )
 

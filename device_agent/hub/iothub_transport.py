@@ -130,27 +130,42 @@ class IoTHubTransport(Transport):
         ]
 
     async def _connect_loop(self) -> None:
-        """Connect with a capped backoff; after that the SDK reconnects by itself."""
-        assert self._client is not None
+        """Connect with a capped backoff; after that the SDK reconnects by itself, and this loop
+        watches ``client.connected``: the SDK's connection-state event is not delivered for a
+        connect that happens while its handler runner is still starting, so it is a fast path
+        only, and every transition to connected reads the twin again (the SDK quirk above)."""
+        client = self._client
+        assert client is not None
         delay = 0.5
         while not self._closing:
             try:
-                await self._client.connect()
-                return
+                await client.connect()
+                break
             except (iot_exceptions.ClientError, iot_exceptions.OperationCancelled, OSError) as exc:
                 log.warning(
                     "cannot connect to IoT Hub; retrying", extra={"error": str(exc), "delay_s": delay}
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        while not self._closing:
+            self._observe(bool(client.connected))
+            await asyncio.sleep(0.5)
+
+    def _observe(self, up: bool) -> None:
+        """Record the connection state (on our loop); a fresh connection re-reads the twin."""
+        was_up = self.connected.is_set()
+        if up == was_up:
+            return
+        log.info("IoT Hub connection state changed", extra={"connected": up})
+        if up:
+            self.connected.set()
+            self._spawn_twin_refresh()
+        else:
+            self.connected.clear()
 
     def _on_connection_state(self) -> None:
         client = self._client
-        up = bool(client is not None and client.connected)
-        log.info("IoT Hub connection state changed", extra={"connected": up})
-        self._set_connected(up)
-        if up:
-            self._threadsafe(self._spawn_twin_refresh)
+        self._threadsafe(self._observe, bool(client is not None and client.connected))
 
     def _spawn_twin_refresh(self) -> None:
         task = asyncio.create_task(self._refresh_twin(), name="iothub-get-twin")
