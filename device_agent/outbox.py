@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS messages_created ON messages(created);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _DROP_REASONS = ("count", "bytes", "age")
@@ -204,6 +205,26 @@ class Outbox:
             if row is not None:
                 self._depth -= 1
                 self._bytes -= row[0]
+
+    def ack_many(self, message_ids: list[int]) -> None:
+        """Forget several acknowledged messages in one transaction (one commit, not one each)."""
+        if not message_ids:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for message_id in message_ids:
+                    row = self._db.execute(
+                        "DELETE FROM messages WHERE id = ? RETURNING size", (message_id,)
+                    ).fetchone()
+                    if row is not None:
+                        self._depth -= 1
+                        self._bytes -= row[0]
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                self._reload_totals()
+                raise HubError(f"cannot update the outbox at {self.path}: {exc}") from exc
 
     def expire(self) -> int:
         """Apply the age bound now (it is otherwise applied on each write); returns how many went."""

@@ -27,6 +27,7 @@ class OutboxSender:
         self._wake = asyncio.Event()
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._cursor = 0  # highest outbox id handed to the transport
+        self._acked: list[int] = []  # acks waiting for one batched delete (see _flush_acks)
         self.sent = 0
         self.acked = 0
         self.failed = 0
@@ -82,14 +83,21 @@ class OutboxSender:
             self._cursor = min(self._cursor, message_id - 1)
         else:
             self.acked += 1
-            self.outbox.ack(message_id)
+            if not self._acked:
+                # Acks arrive in bursts during a replay: delete them in one transaction per burst.
+                asyncio.get_running_loop().call_soon(self._flush_acks)
+            self._acked.append(message_id)
         self._wake.set()
+
+    def _flush_acks(self) -> None:
+        acked, self._acked = self._acked, []
+        self.outbox.ack_many(acked)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the outbox is empty and nothing is in flight (for shutdown and tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.outbox.depth or self._pending:
+        while self.outbox.depth or self._pending or self._acked:
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.02)

@@ -112,3 +112,11 @@ def test_survives_kill_minus_nine_mid_write(tmp_path: Path) -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     _, seq = box.put_sequenced("health", lambda s: b"{}")
     assert seq == last + 1
+
+
+def test_ack_many_deletes_in_one_go(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite")
+    ids = [box.put("health", b"abc") for _ in range(5)]
+    box.ack_many([ids[0], ids[2], ids[4], 999])
+    assert [e.id for e in box.peek()] == [ids[1], ids[3]]
+    assert box.depth == 2 and box.stats().bytes == 6
