@@ -78,7 +78,7 @@ class Commands:
     async def reload(self, payload: dict[str, Any]) -> tuple[int, Any]:
         served = await self.host.reload()
         if self._on_models_changed is not None:
-            await self._on_models_changed("reloaded")
+            await self._on_models_changed("applied")
         return 200, {"models": served_to_report(served)}
 
     async def set_log_level(self, payload: dict[str, Any]) -> tuple[int, Any]:
