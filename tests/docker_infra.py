@@ -152,8 +152,18 @@ def docker_daemon(root: Path) -> Iterator[DockerDaemon]:
         yield daemon
     finally:
         _stop(daemon.process)
+        _unmount_below(root)
         # vfs layers are full copies: free the disk now, not at the end of the test session.
-        shutil.rmtree(daemon.root / "data", ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_below(root: Path) -> None:
+    """dockerd leaves its network namespace (exec/netns/default) mounted after it exits."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def _stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

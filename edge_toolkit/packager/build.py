@@ -94,7 +94,9 @@ def build_module(
         if "error" in chunk:
             message = str(chunk.get("error", "")).strip()
             lines.append(message)
-            log.warning("build failed", extra={"module": module.name, "platform": platform, "error": message})
+            log.warning(
+                "build failed", extra={"edge_module": module.name, "platform": platform, "error": message}
+            )
             raise BuildError(
                 f"building {image} failed: {_last_line(message)} (full log in BuildError.log; "
                 "'edgekit build --log-file' writes it out)",
@@ -157,7 +159,7 @@ def build_module(
     log.info(
         "image built",
         extra={
-            "module": module.name,
+            "edge_module": module.name,
             "image": image,
             "image_id": image_id,
             "steps": steps,

@@ -90,7 +90,7 @@ def write_module(
         shutil.rmtree(staging, ignore_errors=True)
     log.info(
         "module written",
-        extra={"module": plan.options.module_name, "path": str(destination), "files": len(plan.files)},
+        extra={"edge_module": plan.options.module_name, "path": str(destination), "files": len(plan.files)},
     )
     return destination
 
