@@ -69,8 +69,18 @@ def build_module(
     wheels = None
     if offline:
         emit(BuildEvent("phase", f"downloading device-side wheels for {platform}"))
-        wheels = download_wheels(module.requirements(), platform, module.python_version)
-        place_wheels(wheels, module.path / "wheels" / platform)
+        agent = module.requirements("agent")
+        wheels = download_wheels(agent, platform, module.python_version)
+        place_wheels(wheels, module.path / "wheels" / platform / "agent")
+        user = module.requirements("user")
+        if user:
+            # Resolved together with the agent's (one consistent set); only the extra wheels go
+            # to the user folder, so the agent layer stays cached when the script's list changes.
+            everything = download_wheels([*agent, *user], platform, module.python_version)
+            place_wheels(everything, module.path / "wheels" / platform / "user", exclude=wheels)
+            wheels = everything
+        else:
+            place_wheels(None, module.path / "wheels" / platform / "user")
         # pip reads PIP_NO_INDEX from the environment; the Dockerfile declares it as an ARG.
         buildargs["PIP_NO_INDEX"] = "1"
     if base_image == LOCAL_NAME:

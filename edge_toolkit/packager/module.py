@@ -72,16 +72,14 @@ class ModuleFolder:
             raise PackagingError(f"{self.path / relative} is missing; run 'edgekit package' again")
         return relative
 
-    def requirements(self) -> list[str]:
-        """Every requirement line the image installs (agent first, then the scoring script's)."""
-        lines: list[str] = []
-        for name in ("agent.txt", "user.txt"):
-            file = self.path / "requirements" / name
-            if file.is_file():
-                lines += [
-                    x.strip() for x in file.read_text().splitlines() if x.strip() and not x.startswith("#")
-                ]
-        return lines
+    def requirements(self, part: str) -> list[str]:
+        """Requirement lines of ``part``: "agent" (the device agent's) or "user" (the script's)."""
+        file = self.path / "requirements" / f"{part}.txt"
+        if not file.is_file():
+            return []
+        return [
+            x.strip() for x in file.read_text().splitlines() if x.strip() and not x.strip().startswith("#")
+        ]
 
     @staticmethod
     def docker_platform(platform: str) -> str:

@@ -125,11 +125,19 @@ def download_wheels(
     return wheels
 
 
-def place_wheels(wheels: WheelSet, destination: Path) -> None:
-    """Put the wheels into the build context (hard links when possible: no copy)."""
+def place_wheels(wheels: WheelSet | None, destination: Path, exclude: WheelSet | None = None) -> None:
+    """Put the wheels into the build context (hard links when possible: no copy).
+
+    ``None`` leaves the folder empty but present (the Dockerfile copies it either way); wheels
+    named in ``exclude`` are left out.
+    """
     shutil.rmtree(destination, ignore_errors=True)
     destination.mkdir(parents=True)
-    for wheel in wheels.files:
+    (destination / ".keep").write_text("")
+    skip = set() if exclude is None else {w.name for w in exclude.files}
+    for wheel in () if wheels is None else wheels.files:
+        if wheel.name in skip:
+            continue
         try:
             os.link(wheel, destination / wheel.name)
         except OSError:

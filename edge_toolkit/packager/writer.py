@@ -73,9 +73,10 @@ def write_module(
         data.mkdir()
         (data / KEEP).write_text("")
         for platform in plan.options.platforms:
-            wheels = staging / "wheels" / platform
-            wheels.mkdir(parents=True)
-            (wheels / KEEP).write_text("")
+            for part in ("agent", "user"):  # filled by `edgekit build --offline`
+                wheels = staging / "wheels" / platform / part
+                wheels.mkdir(parents=True)
+                (wheels / KEEP).write_text("")
         if destination.exists():
             old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
             destination.rename(old)
