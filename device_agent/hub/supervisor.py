@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.config import AgentConfig
-from device_agent.errors import AgentError, ConfigError, InvalidRequestError, ModelNotFoundError
+from device_agent.errors import AgentError, ConfigError
 from device_agent.health import HealthCollector, compact_summary
 from device_agent.host import ModelHost
 from device_agent.hub.commands import Commands
-from device_agent.hub.desired import Reconciler, RuntimeSettings, clear_staging
+from device_agent.hub.desired import Reconciler, RuntimeSettings, clear_staging, served_to_report
 from device_agent.hub.sender import OutboxSender
 from device_agent.hub.transport import InferenceRequest, Transport
 from device_agent.outbox import Limits, Outbox
@@ -94,7 +94,6 @@ class HubSession:
         )
         self.commands = Commands(host, self.health_report, on_models_changed=self._models_changed)
         self._children: set[asyncio.Task[None]] = set()
-        self.health_event = asyncio.Event()  # set after each report is queued (tests wait on it)
         clear_staging(data_dir)
 
     async def health_report(self) -> dict[str, Any]:
@@ -147,7 +146,6 @@ class HubSession:
     async def _health_loop(self) -> None:
         while True:
             report = self.queue_health()
-            self.health_event.set()
             await self.transport.report_state({"health": compact_summary(report)})
             await asyncio.sleep(self.settings.health.interval_s)
 
@@ -172,15 +170,13 @@ class HubSession:
     async def _infer(self, request: InferenceRequest) -> None:
         try:
             body = await self.host.infer_json(request.model, None, request.body)
-        except (InvalidRequestError, ModelNotFoundError, AgentError) as exc:
+        except AgentError as exc:  # invalid request, unknown model, runtime failure
             # The v2 error document, as the HTTP front end sends it.
             body = json.dumps({"error": str(exc)}).encode()
         await request.respond(body)
 
     async def _models_changed(self, status: str) -> None:
         models = self.host.served_models()
-        from device_agent.hub.desired import served_to_report
-
         await self.transport.report_state({"edgekit": {"status": status, "models": served_to_report(models)}})
 
 

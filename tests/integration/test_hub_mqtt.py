@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from device_agent.config import ModelConfig
-
 from tests import tls
 from tests.brokers import Broker, TcpProxy, start_mosquitto
 from tests.fake_host import FakeHost
