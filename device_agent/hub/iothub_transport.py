@@ -66,6 +66,7 @@ class IoTHubTransport(Transport):
         self._client: IoTHubDeviceClient | IoTHubModuleClient | None = None
         self._is_module = edge
         self._twin_desired: dict[str, Any] = {}
+        self._unsent_reported: dict[str, Any] = {}  # patches made while offline, sent on connect
         self._sends: asyncio.Queue[tuple[Telemetry, asyncio.Future[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -181,6 +182,8 @@ class IoTHubTransport(Transport):
             return
         self._twin_desired = dict(twin.get("desired") or {})
         self._emit_desired()
+        if self._unsent_reported:
+            await self.report_state({})
 
     def _emit_desired(self) -> None:
         document = self._twin_desired.get("edgekit")
@@ -237,13 +240,18 @@ class IoTHubTransport(Transport):
             await self._client.send_message(message)
 
     async def report_state(self, patch: Mapping[str, Any]) -> None:
+        # Latest wins: while offline, patches merge into one that is sent after the reconnect.
+        merge_patch(self._unsent_reported, patch)
         if self._client is None or not self.connected.is_set():
-            return  # reported state is latest-wins: the next report after the reconnect carries it
+            return
+        pending, self._unsent_reported = self._unsent_reported, {}
         try:
             async with asyncio.timeout(_SEND_TIMEOUT_S):
-                await self._client.patch_twin_reported_properties(dict(patch))
+                await self._client.patch_twin_reported_properties(pending)
         except (TimeoutError, iot_exceptions.ClientError) as exc:
             log.warning("cannot patch the reported properties", extra={"error": str(exc)})
+            merge_patch(pending, self._unsent_reported)
+            self._unsent_reported = pending
 
     # incoming --------------------------------------------------------------------------------
     def _on_desired_patch(self, patch: dict[str, Any]) -> None:
