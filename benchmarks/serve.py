@@ -11,8 +11,8 @@ over the server's whole process tree after its load tests, so shared pages count
 
 The baseline is what an Azure ML scoring container does: Flask under gunicorn, 2 sync workers,
 `json.loads` -> numpy -> `session.run` -> `tolist()`. The agent is measured on v2 JSON and v2
-binary tensors. The agent and the baseline use ONNX Runtime's default session settings, as does
-the raw loop.
+binary tensors. The raw loop uses the agent's default session options (the same thread settings);
+the baseline uses ONNX Runtime's defaults, as an AML score.py would.
 """
 
 from __future__ import annotations
@@ -169,7 +169,12 @@ def run_wrk(
 def raw_loop(model: Path, feeds: dict[str, np.ndarray], duration: float) -> float:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    from device_agent.config import SessionConfig
+    from device_agent.engine import session_options
+
+    # The same session options as the agent's defaults, so the ratio is serving overhead only.
+    options = session_options(SessionConfig())
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     for _ in range(20):
         session.run(None, feeds)
     calls, started = 0, time.perf_counter()

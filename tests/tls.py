@@ -19,6 +19,8 @@ class ServerCert:
 
 @dataclass(frozen=True)
 class TestCA:
+    __test__ = False  # a helper, not a test class pytest should collect
+
     folder: Path
     ca_file: Path
     ca_key: Path
