@@ -24,6 +24,7 @@ from device_agent.errors import ConfigError
 CONFIG_VERSION = 1
 DEFAULT_PORT = 5001  # Azure ML's scoring port, so existing clients find the agent.
 PORT_ENV = "EDGE_AGENT_PORT"
+LOG_LEVEL_ENV = "EDGE_AGENT_LOG_LEVEL"
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 ExecutionMode = Literal["sequential", "parallel"]
@@ -195,7 +196,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AgentCo
 
 
 def apply_environment(config: AgentConfig, environ: Mapping[str, str]) -> AgentConfig:
-    """Environment overrides that container runtimes set (``EDGE_AGENT_PORT``)."""
+    """Environment overrides that container runtimes set (``EDGE_AGENT_PORT``,
+    ``EDGE_AGENT_LOG_LEVEL``): a deployment manifest's module ``env`` reaches the agent this way."""
     port_text = environ.get(PORT_ENV)
     if port_text:
         try:
@@ -204,6 +206,12 @@ def apply_environment(config: AgentConfig, environ: Mapping[str, str]) -> AgentC
             raise ConfigError(PORT_ENV, f"expected a port number, got {port_text!r}") from None
         _check_port(PORT_ENV, port)
         config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
+    level = environ.get(LOG_LEVEL_ENV)
+    if level:
+        allowed = get_args(LogLevel)
+        if level not in allowed:
+            raise ConfigError(LOG_LEVEL_ENV, f"expected one of {', '.join(allowed)}, got {level!r}")
+        config = dataclasses.replace(config, log_level=typing.cast(LogLevel, level))
     return config
 
 

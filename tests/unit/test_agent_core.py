@@ -151,3 +151,16 @@ def test_names_without_models_are_an_error() -> None:
         config_from_args(
             build_parser().parse_args(["run", "--model", "a.onnx", "--name", "a", "--name", "b"]), {}
         )
+
+
+def test_environment_overrides_port_and_log_level() -> None:
+    from device_agent.config import apply_environment, parse_config
+
+    config = parse_config({"server": {"port": 5001}, "log_level": "info"})
+    changed = apply_environment(config, {"EDGE_AGENT_PORT": "8123", "EDGE_AGENT_LOG_LEVEL": "debug"})
+    assert (changed.server.port, changed.log_level) == (8123, "debug")
+    assert apply_environment(config, {}) == config
+    with pytest.raises(ConfigError, match=r"EDGE_AGENT_LOG_LEVEL.*one of debug, info, warning, error"):
+        apply_environment(config, {"EDGE_AGENT_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="EDGE_AGENT_PORT"):
+        apply_environment(config, {"EDGE_AGENT_PORT": "http"})
