@@ -139,7 +139,6 @@ class ModelSession:
             )
         self.sha256 = actual
         effective, missing = choose_providers(config.providers, ort.get_available_providers())
-        self.missing_providers = tuple(missing)
         _report_missing(config, missing)
         options = [config.provider_options.get(p, {}) for p in effective]
         try:
@@ -154,6 +153,11 @@ class ModelSession:
                 f"model {config.name} version {config.version}: ONNX Runtime cannot load {path}: {exc}"
             ) from exc
         self.providers = tuple(self._session.get_providers())
+        # A GPU build of ONNX Runtime offers CUDA/TensorRT even where no GPU or CUDA library is
+        # present; the session then quietly runs on CPU. Report that as missing too.
+        unusable = [p for p in effective if p not in self.providers]
+        _report_unusable(config, unusable, self.providers)
+        self.missing_providers = (*missing, *unusable)
         self.inputs = _specs(self._session.get_inputs(), config.name)
         self.outputs = _specs(self._session.get_outputs(), config.name)
         self.input_specs = {spec.name: spec for spec in self.inputs}
@@ -209,12 +213,27 @@ def _runtime_error_types(ort: Any) -> tuple[type[Exception]]:
     return (state.InvalidArgument,)
 
 
-def _report_missing(config: ModelConfig, missing: Sequence[str]) -> None:
+def _first_report(providers: Sequence[str]) -> list[str]:
     with _report_lock:
-        new = [p for p in missing if p not in _reported_missing]
+        new = [p for p in providers if p not in _reported_missing]
         _reported_missing.update(new)
+    return new
+
+
+def _report_missing(config: ModelConfig, missing: Sequence[str]) -> None:
+    new = _first_report(missing)
     if new:
         log.warning(
             "execution providers not available in this ONNX Runtime; falling back",
             extra={"model": config.name, "version": config.version, "missing": new},
+        )
+
+
+def _report_unusable(config: ModelConfig, unusable: Sequence[str], active: Sequence[str]) -> None:
+    new = _first_report(unusable)
+    if new:
+        log.warning(
+            "execution providers offered by this ONNX Runtime failed to initialise (no device, or its "
+            "libraries such as CUDA/cuDNN are missing); the session runs on the remaining providers",
+            extra={"model": config.name, "version": config.version, "unusable": new, "active": list(active)},
         )

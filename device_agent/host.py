@@ -22,7 +22,8 @@ class ServedModel:
     version: str
     sha256: str | None
     providers: tuple[str, ...]  # the effective execution providers, in priority order
-    missing_providers: tuple[str, ...]  # asked for in the config but not offered by the runtime
+    # asked for in the config but not active: not offered by the runtime, or failed to initialise
+    missing_providers: tuple[str, ...]
     ready: bool
     loaded_at: float  # time.time() when the session became ready
     inputs: tuple[dict[str, Any], ...] = ()  # [{"name", "datatype", "shape"}]

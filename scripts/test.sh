@@ -3,7 +3,7 @@
 # A skipped test fails the run (see tests/conftest.py): CI must exercise everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --gpu-runtime
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check edge_toolkit device_agent module_templates tests benchmarks
 echo "== ruff format"; ruff format --check edge_toolkit device_agent module_templates tests benchmarks

@@ -118,13 +118,18 @@ class AgentProcess:
         self.stop()
 
 
-def launch_agent(args: Sequence[str], env: Mapping[str, str] | None = None) -> AgentProcess:
-    """Start the agent without waiting for readiness (for start-up failure tests)."""
+def launch_agent(
+    args: Sequence[str], env: Mapping[str, str] | None = None, python: str = sys.executable
+) -> AgentProcess:
+    """Start the agent without waiting for readiness (for start-up failure tests).
+
+    ``python`` is the interpreter of the device environment to run it in (another virtual
+    environment, e.g. one with the GPU build of ONNX Runtime)."""
     full_env = dict(os.environ)
     full_env.pop("EDGE_AGENT_PORT", None)
     if env:
         full_env.update(env)
-    command = [sys.executable, "-m", "device_agent", "run", *args]
+    command = [python, "-m", "device_agent", "run", *args]
     if "--port" not in args and not full_env.get("EDGE_AGENT_PORT"):
         command += ["--port", "0"]
     if "--host" not in args:
@@ -134,10 +139,13 @@ def launch_agent(args: Sequence[str], env: Mapping[str, str] | None = None) -> A
 
 
 def start_agent(
-    args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = READY_TIMEOUT_S
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = READY_TIMEOUT_S,
+    python: str = sys.executable,
 ) -> AgentProcess:
     """Start `edge-agent run ARGS` and return once /v2/health/ready answers 200."""
-    agent = launch_agent(args, env)
+    agent = launch_agent(args, env, python)
     try:
         agent.wait_ready(timeout)
     except BaseException:

@@ -48,7 +48,12 @@ def agent_requirements(target: Target, declared: list[str] | None = None) -> tup
         if _normalise(name_match.group(1)) == RUNTIME:
             if target.runtime_package is None:
                 continue  # the base image brings the runtime (e.g. Vitis AI)
-            spec = target.runtime_package + spec.strip()[len(name_match.group(1)) :]
+            runtime = _NAME_RE.match(target.runtime_package)
+            if runtime is not None and target.runtime_package[runtime.end() :].strip():
+                # The target pins its own range (a GPU build must match the base image's CUDA).
+                spec = target.runtime_package
+            else:
+                spec = target.runtime_package + spec.strip()[len(name_match.group(1)) :]
         line = spec.strip() + (f"; {marker}" if marker else "")
         if line not in lines:
             lines.append(line)
