@@ -335,3 +335,29 @@ def test_missing_engine_is_a_clear_error(project: Path, tmp_path: Path) -> None:
     result = edgekit("build", packaged["path"], cwd=project, env={"DOCKER_HOST": missing})
     assert result.returncode == 7
     assert "no Docker engine answers at" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cuda_target_builds_and_falls_back_to_cpu_without_a_gpu(
+    project: Path, docker_env: dict[str, str], engine: DockerEngine
+) -> None:
+    """The cuda image (onnxruntime-gpu inside) on the local Debian base, run where no GPU is:
+    the agent serves on CPU and reports CUDA as missing instead of claiming it."""
+    packaged = ok_json(
+        "package", "mlp:1", "--target", "cuda", "--module-name", "gpu", cwd=project, env=docker_env
+    )
+    agent_yaml = (Path(packaged["path"]) / "agent.yaml").read_text()
+    assert "CUDAExecutionProvider" in agent_yaml
+    built = ok_json(
+        "build", packaged["path"], "--offline", "--base-image", "debian-local", cwd=project, env=docker_env
+    )
+    container = Container(engine, built["image"])
+    try:
+        container.wait_ready(timeout_s=120)
+        with urllib.request.urlopen(container.url("/v2/models/mlp"), timeout=10) as response:
+            parameters = json.loads(response.read())["parameters"]
+        assert parameters["providers"] == ["CPUExecutionProvider"], parameters
+        assert parameters["missing_providers"] == ["CUDAExecutionProvider"], parameters
+        infer_and_compare(container, project / "mlp.onnx")
+    finally:
+        container.remove()
+        engine.remove_image(built["image"])
