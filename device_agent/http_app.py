@@ -1,4 +1,4 @@
-"""The HTTP front end: a bare ASGI callable (no framework) for uvicorn.
+"""The HTTP front end: a bare ASGI callable (no framework), served by :mod:`device_agent.http_server`.
 
 Routes: Open Inference Protocol v2 (``/v2/...``), Azure ML style ``POST /score``, Prometheus
 ``/metrics``. It only translates: HTTP in, service call, HTTP out, and maps our exceptions to status

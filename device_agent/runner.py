@@ -15,16 +15,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from device_agent.config import AgentConfig
 from device_agent.errors import AgentError, ConfigError
+from device_agent.http_server import HttpServer
 from device_agent.metrics import MetricsRegistry
 from device_agent.repository import ModelRepository
 from device_agent.scoring import ScoringScript
@@ -64,10 +61,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's error logger carries start/stop and protocol errors: keep it, through our handler.
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
 
 
 def run_agent(config: AgentConfig) -> int:
@@ -108,24 +101,14 @@ async def _serve(config: AgentConfig) -> int:
         scoring=scoring,
     )
     sock = _bind(config.server.host, config.server.port)
-    uv_config = uvicorn.Config(
-        app,
-        loop="none",  # the running (uvloop) loop
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # no proxy in front on a device; saves a middleware per request
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-    )
-    server = _Server(uv_config)
-    stop_event = asyncio.Event()
+    server = HttpServer(app)
+    stop_requested = asyncio.Event()  # a signal, or a failed start-up
+    stop_event = asyncio.Event()  # tells the hub side to stop, once HTTP has drained
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, server, stop_event, sig)
+        loop.add_signal_handler(sig, _on_signal, server, stop_requested, sig)
 
-    serving = loop.create_task(server.serve(sockets=[sock]), name="http-server")
+    await server.start(sock)
     port = sock.getsockname()[1]
     log.info("listening", extra={"host": config.server.host, "port": port})
 
@@ -150,13 +133,16 @@ async def _serve(config: AgentConfig) -> int:
     except AgentError as exc:
         log.error("start-up failed; stopping", extra={"error": str(exc)})
         exit_code = 3
-        server.should_exit = True
+        stop_requested.set()
     except Exception:  # a bug at start must stop the agent, not leave it live and never ready
         log.exception("start-up failed unexpectedly; stopping")
         exit_code = 3
-        server.should_exit = True
+        stop_requested.set()
 
-    await serving
+    await stop_requested.wait()
+    cut = await server.shutdown(GRACEFUL_SHUTDOWN_S)
+    if cut:
+        log.warning("requests still running after the grace period were cut", extra={"connections": cut})
     stop_event.set()
     if hub_task is not None:
         try:
@@ -191,12 +177,12 @@ def _hub_entry(config: AgentConfig) -> Any:
     return supervisor.run_hub
 
 
-def _on_signal(server: Any, stop_event: asyncio.Event, sig: int) -> None:
-    if server.should_exit and sig == signal.SIGINT:
+def _on_signal(server: HttpServer, stop_requested: asyncio.Event, sig: int) -> None:
+    if stop_requested.is_set() and sig == signal.SIGINT:
         # A second Ctrl+C: stop waiting for in-flight requests.
-        server.force_exit = True
+        server.force()
     log.info("signal received; draining in-flight requests", extra={"signal": signal.Signals(sig).name})
-    server.should_exit = True
+    stop_requested.set()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -235,12 +221,3 @@ def _scoring(config: AgentConfig, executor: ThreadPoolExecutor) -> ScoringScript
     else:
         model_dir = Path(config.data_dir) / "models"
     return ScoringScript(Path(config.scoring.script), model_dir, executor)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server minus its own signal capture: the runner owns the signals, so it can stop
-    the hub task and the batchers after draining instead of re-raising the signal at the end."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
