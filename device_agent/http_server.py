@@ -8,7 +8,8 @@ response) was a third of it. This server does only what the agent's front end ne
 - request bodies streamed to the app (``Content-Length`` or chunked), so the app can refuse an
   oversized body from its header before it is read; reading pauses while a connection's
   unread body or pipeline grows, so a fast client cannot fill the agent's memory;
-- a response with ``Content-Length`` and one body goes out in one write; others are chunked;
+- a response with ``Content-Length`` and one body goes out in one write; others are chunked,
+  and a streaming app waits while the client reads slower than it writes;
 - idle keep-alive connections close after ``keepalive_s``; malformed requests get 400 and close;
 - :meth:`HttpServer.shutdown` stops accepting, lets in-flight requests finish (closing idle
   connections at once) and closes what is left after the grace period.
@@ -147,6 +148,10 @@ class _Exchange:
             if self.chunked and not self.head:
                 self.connection.write(b"0\r\n\r\n")
             self.response_done = True
+        elif not self.connection.writable.is_set():
+            # A slow reader: hold the app until the socket buffer drains, rather than buffering
+            # a whole streamed response in memory.
+            await self.connection.writable.wait()
 
     def _head(self, more: bool, first_body_length: int) -> bytes:
         lines = [_status_line(self.status)]
@@ -189,6 +194,8 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._client: tuple[str, int] | None = None
+        self.writable = asyncio.Event()  # cleared while the transport's write buffer is full
+        self.writable.set()
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -202,9 +209,16 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.connections.add(self)
 
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        self.writable.set()
         for exchange in (*self.pending, *([self.parsing] if self.parsing else [])):
             exchange.disconnected = True
             exchange.body_event.set()

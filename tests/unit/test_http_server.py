@@ -222,3 +222,28 @@ def test_shutdown_cuts_what_outlives_the_grace_period() -> None:
         assert await reader.read() == b""
 
     _run(scenario())
+
+
+def test_a_slow_reader_holds_a_streaming_app_back() -> None:
+    sent: list[int] = []
+    chunk = b"x" * (1 << 20)
+
+    async def streaming_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(64):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent.append(i)
+        await send({"type": "http.response.body", "body": b""})
+
+    async def scenario() -> None:
+        server, port = await _serve(streaming_app)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 16)
+        writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        await asyncio.sleep(0.5)  # not reading: the socket buffers fill up
+        assert len(sent) < 32, f"the app ran ahead of the client by {len(sent)} MB"
+        status, _, body = await _read_response(reader)
+        assert status == 200 and len(body) == 64 * len(chunk) and len(sent) == 64
+        writer.close()
+        await server.shutdown(1)
+
+    _run(scenario())
