@@ -152,6 +152,7 @@ def render_dockerfile(options: PackageOptions, platform: str) -> str:
         "target": options.target.name,
         "platform": platform,
         "base_image": options.target.base_image,
+        "python_version": options.target.python_version,
         "uid": str(AGENT_UID),
         "port": str(options.port),
         "env": env,

@@ -361,3 +361,31 @@ def test_cuda_target_builds_and_falls_back_to_cpu_without_a_gpu(
     finally:
         container.remove()
         engine.remove_image(built["image"])
+
+
+def test_base_image_without_the_targets_python_is_a_clear_build_error(
+    project: Path, docker_env: dict[str, str], engine: DockerEngine, tmp_path: Path
+) -> None:
+    from edge_toolkit.packager.base_image import ensure_base_image
+
+    base = ensure_base_image(engine).image
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN rm -f /usr/bin/python3 /usr/bin/python3.*\n")
+    made = subprocess.run(
+        ["docker", "build", "-q", "--network", "none", "-t", "edgekit-tests/no-python:1", str(tmp_path)],
+        env={**os.environ, **docker_env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    result = edgekit("package", "mlp:1", "--module-name", "nopython", cwd=project, env={})
+    assert result.returncode == 0, result.stderr
+    module = ModuleFolder.load(project / "modules" / "nopython")
+    try:
+        with pytest.raises(
+            BuildError, match=r"no python3 3\.11, which target cpu needs; build with --base-image"
+        ):
+            build_module(module, "amd64", engine, base_image="edgekit-tests/no-python:1", offline=True)
+        assert ImageCatalog(Workspace.open(project / ".edgekit")).latest("nopython", "amd64") is None
+    finally:
+        engine.remove_image("edgekit-tests/no-python:1")
