@@ -116,6 +116,9 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = 
         data["hub"]["mqtt"]["url"] = args.mqtt
     if args.health_interval is not None:
         data["health"]["interval_s"] = args.health_interval
+        if data["hub"]["transport"] == "none":
+            # Asking for health reports without a hub: show them on stdout.
+            data["hub"]["transport"] = "console"
     return parse_config(data, base_dir=Path.cwd())
 
 

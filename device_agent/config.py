@@ -28,7 +28,7 @@ LOG_LEVEL_ENV = "EDGE_AGENT_LOG_LEVEL"
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 ExecutionMode = Literal["sequential", "parallel"]
-HubTransport = Literal["none", "mqtt", "iothub", "iotedge"]
+HubTransport = Literal["none", "console", "mqtt", "iothub", "iotedge"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"

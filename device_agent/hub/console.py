@@ -1,7 +1,8 @@
-"""The transport used with no hub: health reports go to stdout, one JSON object per line.
+"""The console transport: health reports go to stdout, one JSON object per line.
 
-It lets a developer see what a hub would receive (``edge-agent run --model m.onnx``) and keeps the
-same pipeline (outbox, ``seq``) as the real transports. Nothing ever arrives on its streams.
+It lets a developer see what a hub would receive (``edge-agent run --model m.onnx
+--health-interval 5``, or ``hub.transport: console``) and keeps the same pipeline (outbox,
+``seq``) as the real transports. Nothing ever arrives on its streams.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ configured transport and runs, each as a named task until ``stop`` is set:
     hub-commands    commands / direct methods -> Commands
     hub-inference   MQTT / module-input inference requests -> host.infer_json
 
-With ``hub.transport: none`` it runs the same pipeline over :class:`ConsoleTransport`, printing
-health reports to stdout.
+With ``hub.transport: console`` it runs the same pipeline over :class:`ConsoleTransport`, printing
+health reports to stdout (``none`` runs no hub side at all).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def make_transport(config: AgentConfig, device_id: str) -> Transport:
         from device_agent.hub.iothub_transport import IoTHubTransport
 
         return IoTHubTransport(config.hub.iothub, edge=transport == "iotedge")
-    if transport == "none":
+    if transport == "console":
         from device_agent.hub.console import ConsoleTransport
 
         return ConsoleTransport()

@@ -66,7 +66,7 @@ def _console() -> Console:
     "hub_transport",
     default="none",
     show_default=True,
-    type=click.Choice(["none", "mqtt", "iothub", "iotedge"]),
+    type=click.Choice(["none", "console", "mqtt", "iothub", "iotedge"]),
     help="The agent's hub transport.",
 )
 @click.option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -151,3 +152,32 @@ def test_help_explains_both_ways_to_start() -> None:
     )
     assert done.returncode == 0
     assert "--config" in done.stdout and "--model" in done.stdout and "--mqtt" in done.stdout
+
+
+def test_health_reports_on_stdout_without_a_hub(mlp_file: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "device_agent", "run", "--model", str(mlp_file), "--port", "0",
+        "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data"), "--health-interval", "0.2",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    received: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            received.append(raw.decode())
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(received) < 3 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        lines = [json.loads(line) for line in received[:3]]
+        assert len(lines) == 3, f"expected 3 health lines on stdout, got {received}"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+    assert [line["kind"] for line in lines] == ["health"] * 3
+    reports = [line["message"] for line in lines]
+    assert [r["seq"] for r in reports] == [1, 2, 3]
+    assert reports[0]["models"][0]["name"] == "mlp" and reports[0]["status"] in ("healthy", "degraded")

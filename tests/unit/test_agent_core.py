@@ -164,3 +164,12 @@ def test_environment_overrides_port_and_log_level() -> None:
         apply_environment(config, {"EDGE_AGENT_LOG_LEVEL": "loud"})
     with pytest.raises(ConfigError, match="EDGE_AGENT_PORT"):
         apply_environment(config, {"EDGE_AGENT_PORT": "http"})
+
+
+def test_health_interval_without_a_hub_reports_to_the_console() -> None:
+    plain = config_from_args(build_parser().parse_args(["run", "--model", "a.onnx"]), environ={})
+    assert plain.hub.transport == "none"
+    asked = config_from_args(
+        build_parser().parse_args(["run", "--model", "a.onnx", "--health-interval", "2"]), environ={}
+    )
+    assert asked.hub.transport == "console" and asked.health.interval_s == 2.0

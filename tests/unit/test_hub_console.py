@@ -14,7 +14,7 @@ from tests.hub_session import hub_config
 
 
 def test_without_a_hub_health_reports_go_to_the_console(tmp_path: Path) -> None:
-    config = hub_config(str(tmp_path / "data"), transport="none", interval_s=0.05)
+    config = hub_config(str(tmp_path / "data"), transport="console", interval_s=0.05)
     assert isinstance(make_transport(config, "d"), ConsoleTransport)
     stream = io.StringIO()
     host = FakeHost()
