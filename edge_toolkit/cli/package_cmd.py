@@ -13,12 +13,7 @@ from edge_toolkit.cli.output import json_option, print_json, print_table
 from edge_toolkit.errors import BuildError, PackagingError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from rich.console import Console
-
-    from edge_toolkit.packager.build import BuildEvent
-    from edge_toolkit.packager.push import PushEvent
 
 
 def _platforms(values: tuple[str, ...]) -> list[str]:
@@ -189,6 +184,7 @@ def build_command(
     as_json: bool,
 ) -> None:
     """Build the module image for one platform and record it in the workspace."""
+    from edge_toolkit.cli.progress import BuildProgress
     from edge_toolkit.images import ImageCatalog
     from edge_toolkit.packager.build import build_module
     from edge_toolkit.packager.docker_client import DockerEngine
@@ -199,7 +195,7 @@ def build_command(
     console = _console()
     with DockerEngine() as engine:
         try:
-            with console.status(f"building {module.name} ({platform})") as status:
+            with BuildProgress(console, f"building {module.name} ({platform})") as progress:
                 result = build_module(
                     module,
                     platform,
@@ -208,8 +204,9 @@ def build_command(
                     offline=offline,
                     extra_tags=tags,
                     network_mode=network,
-                    on_event=_build_printer(console, status),
+                    on_event=progress,
                 )
+                progress.finish()
         except BuildError as exc:
             if log_file is not None:
                 log_file.write_text(exc.log)
@@ -242,23 +239,6 @@ def build_command(
         )
 
 
-def _build_printer(console: Console, status: object) -> Callable[[BuildEvent], None]:
-    from rich.status import Status
-
-    def show(event: BuildEvent) -> None:
-        if event.kind == "phase":
-            console.print(f"[bold]{event.text}[/bold]")
-        elif event.kind == "step":
-            text = " ".join(event.text.split())
-            console.print(f"  step {event.step}/{event.total}: {text[:100]}", markup=False, soft_wrap=True)
-            if isinstance(status, Status):
-                status.update(f"step {event.step}/{event.total}")
-        elif event.kind == "cached":
-            console.print("    [dim]cached[/dim]")
-
-    return show
-
-
 @click.command("push")
 @click.argument("module_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--registry", required=True, help="HOST[:PORT] of the image registry.")
@@ -273,6 +253,7 @@ def _build_printer(console: Console, status: object) -> Callable[[BuildEvent], N
 @json_option
 def push_command(module_dir: Path, registry: str, platform: str, env_file: Path, as_json: bool) -> None:
     """Push the module's built image to a registry and record its digest."""
+    from edge_toolkit.cli.progress import PushProgress
     from edge_toolkit.images import ImageCatalog
     from edge_toolkit.packager.credentials import find_credentials
     from edge_toolkit.packager.docker_client import DockerEngine
@@ -283,18 +264,12 @@ def push_command(module_dir: Path, registry: str, platform: str, env_file: Path,
     catalog = ImageCatalog(cli_context().workspace())
     credentials = find_credentials(registry, dotenv=env_file)
     console = _console()
-    layers: dict[str, str] = {}
-
-    def show(event: PushEvent) -> None:
-        if event.layer and layers.get(event.layer) != event.status:
-            layers[event.layer] = event.status
-            if event.status in ("Pushed", "Layer already exists", "Preparing"):
-                console.print(f"  {event.layer}: {event.status}", markup=False)
-
     with DockerEngine() as engine:
         image_id = str(engine.inspect_image(module.image_name(platform)).get("Id", ""))
-        with console.status(f"pushing {module.name} ({platform}) to {registry}"):
-            result = push_image(engine, module, platform, registry, credentials=credentials, on_event=show)
+        with PushProgress(console, f"pushing {module.name} ({platform}) to {registry}") as progress:
+            result = push_image(
+                engine, module, platform, registry, credentials=credentials, on_event=progress
+            )
     record = catalog.record_push(module.name, platform, image_id, result.image, result.repo_digest)
     if as_json:
         print_json(
