@@ -67,6 +67,9 @@ class BuildProgress:
             self._console.print(
                 f"  step {event.step}/{event.total}: {text[:100]}", markup=False, soft_wrap=True
             )
+        elif event.kind == "download":
+            self._progress.update(self._task, detail=f"wheel {event.text[:40]}")
+            self._console.print(f"  wheel {event.text}", markup=False, soft_wrap=True)
         elif event.kind == "cached":
             self._console.print("    [dim]cached[/dim]")
 

@@ -20,9 +20,9 @@ from edge_toolkit.errors import ManifestError
 from edge_toolkit.manifest import create_options, placeholders, secrets, validate
 from edge_toolkit.manifest.document import module_settings
 from edge_toolkit.manifest.template import DEFAULT_PLATFORM, ModuleInfo, find_modules, load_json
+from edge_toolkit.manifest.variables import variables
 
 __all__ = ["GeneratedManifest", "build", "default_output", "find_modules", "generate", "write"]
-from edge_toolkit.manifest.variables import variables
 
 if TYPE_CHECKING:
     from edge_toolkit.workspace import Workspace

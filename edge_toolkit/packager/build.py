@@ -28,7 +28,7 @@ ARCHITECTURES = {"amd64": "amd64", "arm64v8": "arm64"}
 
 @dataclass(frozen=True)
 class BuildEvent:
-    kind: str  # "phase" (wheels, base image, build), "step", "cached", "line"
+    kind: str  # "phase" (wheels, base image, build), "download" (a wheel fetched), "step", "cached", "line"
     text: str
     step: int = 0
     total: int = 0
@@ -70,13 +70,19 @@ def build_module(
     if offline:
         emit(BuildEvent("phase", f"downloading device-side wheels for {platform}"))
         agent = module.requirements("agent")
-        wheels = download_wheels(agent, platform, module.python_version)
+
+        def downloading(what: str) -> None:
+            emit(BuildEvent("download", what))
+
+        wheels = download_wheels(agent, platform, module.python_version, on_download=downloading)
         place_wheels(wheels, module.path / "wheels" / platform / "agent")
         user = module.requirements("user")
         if user:
             # Resolved together with the agent's (one consistent set); only the extra wheels go
             # to the user folder, so the agent layer stays cached when the script's list changes.
-            everything = download_wheels([*agent, *user], platform, module.python_version)
+            everything = download_wheels(
+                [*agent, *user], platform, module.python_version, on_download=downloading
+            )
             place_wheels(everything, module.path / "wheels" / platform / "user", exclude=wheels)
             wheels = everything
         else:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +61,11 @@ def download_wheels(
     platform: str,
     python_version: str,
     cache: Path | None = None,
+    on_download: Callable[[str], None] | None = None,
 ) -> WheelSet:
-    """Wheels for ``requirements`` on ``platform``; raises BuildError with pip's log on failure."""
+    """Wheels for ``requirements`` on ``platform``; raises BuildError with pip's log on failure.
+
+    ``on_download`` hears of each wheel (``"<file> (<size>)"``) as pip saves it, for progress."""
     lines = [r.strip() for r in requirements if r.strip() and not r.strip().startswith("#")]
     key = wheel_cache_key(platform, python_version, lines)
     folder = (cache or cache_root()) / "wheels" / f"{platform}-{key}"
@@ -92,6 +95,8 @@ def download_wheels(
         log_text += _pip(
             [
                 "download",
+                "--progress-bar",
+                "off",
                 "--only-binary=:all:",
                 *[arg for tag in wheel_platform_tags(platform) for arg in ("--platform", tag)],
                 "--python-version",
@@ -104,7 +109,8 @@ def download_wheels(
                 str(staging),
                 "-r",
                 str(requirement_file),
-            ]
+            ],
+            on_download,
         )
         requirement_file.unlink()
         (staging / COMPLETE).write_text(log_text)
@@ -144,14 +150,34 @@ def place_wheels(wheels: WheelSet | None, destination: Path, exclude: WheelSet |
             shutil.copyfile(wheel, destination / wheel.name)
 
 
-def _pip(args: list[str]) -> str:
+# pip ends each wheel it fetched (from an index, its cache or a local folder) with one of these
+# lines and the file's path: the least fragile part of its output to follow.
+_SAVED_LINES = ("Saved ", "File was already downloaded ")
+
+
+def _pip(args: list[str], on_download: Callable[[str], None] | None = None) -> str:
     command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    output = f"$ pip {' '.join(args)}\n{result.stdout}{result.stderr}"
-    if result.returncode != 0:
-        last = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    # pip's output is read as it comes (stderr merged), so downloads can be shown one by one.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        text = line.strip()
+        prefix = next((p for p in _SAVED_LINES if text.startswith(p)), None)
+        if on_download is not None and prefix is not None:
+            saved = Path(text.removeprefix(prefix))
+            size = saved.stat().st_size if saved.is_file() else 0
+            on_download(f"{saved.name} ({size / 1e6:.1f} MB)")
+    returncode = process.wait()
+    output = f"$ pip {' '.join(args)}\n{''.join(lines)}"
+    if returncode != 0:
+        # pip's own "ERROR:" line says what failed; warnings may come after it.
+        errors = [line for line in lines if line.startswith("ERROR:")]
+        last = errors or [line for line in lines if line.strip()]
+        reason = last[-1].strip() if last else "pip exited with an error"
         raise BuildError(
-            f"downloading the device-side wheels failed: {last[-1] if last else 'pip exited with an error'}"
+            f"downloading the device-side wheels failed: {reason}"
             " (check the requirements; the full pip log is attached)",
             log=output,
         )
