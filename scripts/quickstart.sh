@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 bash scripts/bootstrap.sh
 export PATH="$repo/.venv/bin:$PATH"
+# Tables take the terminal's width; into a log or a pipe, give them room instead of rich's 80.
+[[ -t 1 ]] || export COLUMNS=${COLUMNS:-150}
 mkdir -p demo && cd demo
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
