@@ -7,7 +7,7 @@ uses only this protocol, so each can be built and tested with a fake of the othe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ class ModelStats:
 
     name: str
     version: str
-    requests: int
+    requests: int  # every request that reached this version, answered or failed
     errors: int  # requests that failed inside the model (not client mistakes)
     client_errors: int  # requests refused as invalid (4xx)
     latency_ms_p50: float | None
@@ -44,6 +44,10 @@ class ModelStats:
     latency_ms_p99: float | None
     queue_depth: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Sees a loaded candidate model set before it is switched in; raises an AgentError to refuse it.
+Acceptance = Callable[[Sequence[ServedModel]], None]
 
 
 class ModelHost(Protocol):
@@ -55,10 +59,15 @@ class ModelHost(Protocol):
         """Per-model counters; cheap enough to call every health interval."""
         ...
 
-    async def apply_models(self, models: Sequence[ModelConfig]) -> list[ServedModel]:
+    async def apply_models(
+        self, models: Sequence[ModelConfig], accept: Acceptance | None = None
+    ) -> list[ServedModel]:
         """Make ``models`` the served set: load and warm every new version first, then swap
         atomically (in-flight requests finish on the old sessions). On any failure raise
-        ``ModelLoadError`` and keep serving the previous set unchanged."""
+        ``ModelLoadError`` and keep serving the previous set unchanged.
+
+        ``accept``, when given, sees the loaded candidate set before the switch and may refuse
+        it by raising an ``AgentError`` (e.g. a changed signature): nothing is swapped then."""
         ...
 
     async def rollback(self) -> list[ServedModel]:

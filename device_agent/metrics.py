@@ -48,8 +48,14 @@ class ModelMetrics:
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
-    def observe(self, seconds: float) -> None:
+    def begin(self) -> None:
+        """A request reached this model version; every request counts, answered or failed, so
+        ``errors / requests`` is the failure rate that health and automatic rollback judge."""
         self.requests += 1
+        self.in_flight += 1
+
+    def observe(self, seconds: float) -> None:
+        """The latency of an answered request."""
         self.latency.observe(seconds)
         self.recent.append(seconds)
 
@@ -100,7 +106,11 @@ class MetricsRegistry:
             lines.append(f"# TYPE {name} {kind}")
 
         models = sorted(self._models.values(), key=lambda m: (m.name, m.version))
-        family("edge_agent_requests_total", "counter", "Inference requests answered, by model version.")
+        family(
+            "edge_agent_requests_total",
+            "counter",
+            "Inference requests that reached a model version, answered or failed.",
+        )
         for m in models:
             lines.append(f"edge_agent_requests_total{{{_labels(m)}}} {m.requests}")
         family("edge_agent_errors_total", "counter", "Requests that failed inside the model (5xx).")

@@ -19,7 +19,7 @@ from pathlib import Path
 from device_agent.config import ModelConfig
 from device_agent.engine import ModelSession, file_sha256
 from device_agent.errors import AgentError, DesiredStateError, ModelLoadError
-from device_agent.host import ModelStats, ServedModel
+from device_agent.host import Acceptance, ModelStats, ServedModel
 from device_agent.metrics import MetricsRegistry
 from device_agent.service import InferenceService, ModelRuntime, ServedSet
 
@@ -54,10 +54,12 @@ class ModelRepository:
     def stats(self) -> list[ModelStats]:
         return [runtime.metrics.stats() for runtime in self._current.runtimes()]
 
-    async def apply_models(self, models: Sequence[ModelConfig]) -> list[ServedModel]:
+    async def apply_models(
+        self, models: Sequence[ModelConfig], accept: Acceptance | None = None
+    ) -> list[ServedModel]:
         async with self._lock:
             before = self._current.configs
-            await self._swap(models, reuse=True)
+            await self._swap(models, reuse=True, accept=accept)
             self._previous = before
             self.ready = True
             return self.served_models()
@@ -88,7 +90,9 @@ class ModelRepository:
         for runtime in self._current.runtimes():
             await runtime.close()
 
-    async def _swap(self, models: Sequence[ModelConfig], reuse: bool) -> None:
+    async def _swap(
+        self, models: Sequence[ModelConfig], reuse: bool, accept: Acceptance | None = None
+    ) -> None:
         old = self._current
         keep: dict[tuple[str, str], ModelRuntime] = {}
         if reuse:
@@ -111,6 +115,12 @@ class ModelRepository:
                 await _close_new(runtimes, old)
                 raise ModelLoadError(str(exc)) from exc
             runtimes.append(ModelRuntime(session, self.metrics.model(model.name, model.version)))
+        if accept is not None:
+            try:
+                accept([runtime.served() for runtime in runtimes])
+            except AgentError:
+                await _close_new(runtimes, old)  # refused before the switch: nobody saw it
+                raise
         new = ServedSet.build(models, runtimes)
         self._current = new  # the atomic switch: new requests see the new set from here on
         kept = {id(r) for r in runtimes}

@@ -173,7 +173,7 @@ class InferenceService:
         runtime = self._current().find(name, version)
         metrics = runtime.metrics
         started = time.perf_counter()
-        metrics.in_flight += 1
+        metrics.begin()
         try:
             request = codecs.decode_request(body, header_length)
             feeds = validate_inputs(runtime.session, request.inputs, request.datatypes)
@@ -203,7 +203,7 @@ class InferenceService:
         runtime = served.find(first.name, first.version)
         metrics = runtime.metrics
         started = time.perf_counter()
-        metrics.in_flight += 1
+        metrics.begin()
         try:
             feeds = score_feeds(runtime.session, body)
             arrays = await runtime.run(feeds, None)

@@ -27,7 +27,7 @@ from device_agent.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from device_agent.host import ModelStats, ServedModel
+from device_agent.host import Acceptance, ModelStats, ServedModel
 
 
 @dataclass
@@ -70,9 +70,13 @@ class FakeHost:
         )
         return _Loaded(model, behaviour, served)
 
-    async def apply_models(self, models: Sequence[ModelConfig]) -> list[ServedModel]:
+    async def apply_models(
+        self, models: Sequence[ModelConfig], accept: Acceptance | None = None
+    ) -> list[ServedModel]:
         await asyncio.sleep(self.load_delay_s)
         loaded = {m.name: self._load(m) for m in models}  # raises before anything changes
+        if accept is not None:
+            accept([m.served for m in loaded.values()])
         self._previous.append(self._current)
         self._current = loaded
         self.applied.append(list(models))

@@ -263,13 +263,15 @@ class Reconciler:
         old_served = self.host.served_models()
         before = {(m.name, m.version) for m in old_served}
         local = [await asyncio.to_thread(self._localise, m) for m in desired.models]
-        served = await self.host.apply_models(local)
-        problem = incompatible_signature(old_served, served)
-        if problem is not None:
-            # Clients of a model name rely on its tensors; a new version that changes them is
-            # refused. The host swapped already, so swap straight back (a window of one swap).
-            await self.host.rollback()
-            raise DesiredStateError(f"{problem}; the previous version keeps serving")
+
+        def same_signatures(candidate: Sequence[ServedModel]) -> None:
+            # Clients of a model name rely on its tensors: a new version that changes them is
+            # refused before the switch, so no request ever meets it.
+            problem = incompatible_signature(old_served, candidate)
+            if problem is not None:
+                raise DesiredStateError(f"{problem}; the previous version keeps serving")
+
+        served = await self.host.apply_models(local, accept=same_signatures)
         fresh = [(m.name, m.version) for m in served if (m.name, m.version) not in before]
         if fresh and before and self.settings.rollback.enabled:
             self._start_watch(fresh, desired.revision)

@@ -105,20 +105,24 @@ def test_batcher_refuses_outputs_without_the_batch_dimension() -> None:
 def test_metrics_render_prometheus_text() -> None:
     registry = MetricsRegistry()
     m = registry.model('od"d', "2")
-    m.observe(0.0003)
-    m.observe(0.02)
+    for seconds in (0.0003, 0.02):
+        m.begin()
+        m.observe(seconds)
+        m.in_flight -= 1
+    m.begin()  # a third request, refused as invalid: counted, with no latency
     m.client_errors += 1
+    m.in_flight -= 1
     m.batch_size.observe(4)
     text = registry.render({('od"d', "2")}).decode()
     labels = 'model="od\\"d",version="2"'
-    assert f"edge_agent_requests_total{{{labels}}} 2" in text
+    assert f"edge_agent_requests_total{{{labels}}} 3" in text
     assert f'edge_agent_request_duration_seconds_bucket{{{labels},le="0.0005"}} 1' in text
     assert f'edge_agent_request_duration_seconds_bucket{{{labels},le="+Inf"}} 2' in text
     assert f"edge_agent_client_errors_total{{{labels}}} 1" in text
     assert f"edge_agent_batch_size_sum{{{labels}}} 4.000000" in text
     assert f"edge_agent_model_loaded{{{labels}}} 1" in text
     stats = m.stats()
-    assert stats.requests == 2 and stats.client_errors == 1
+    assert stats.requests == 3 and stats.client_errors == 1
     assert stats.latency_ms_p50 is not None and stats.latency_ms_p99 == pytest.approx(20.0)
 
 
