@@ -186,3 +186,90 @@ def _outbox_last_seq(data_dir: Path) -> int:
         return box.last_seq("health")
     finally:
         box.close()
+
+
+def _pairs_model(works_for_odd: bool) -> bytes:
+    """`x: FP32[n]` -> `y: FP32[2, m]`, the same signature both ways. The good version stacks x
+    twice; the bad one reshapes x itself, which ONNX Runtime fails at run time for an odd n."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Reshape", ["xx" if works_for_odd else "x", "shape"], ["y"])]
+    if works_for_odd:
+        nodes.insert(0, helper.make_node("Concat", ["x", "x"], ["xx"], axis=0))
+    graph = helper.make_graph(
+        nodes,
+        "pairs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "m"])],
+        initializer=[helper.make_tensor("shape", TensorProto.INT64, [2], [2, -1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _post(url: str, n: int) -> tuple[int, dict[str, Any]]:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [n], "data": [1.0] * n}]}
+    request = urllib.request.Request(
+        f"{url}/v2/models/pairs/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_new_version_that_fails_is_rolled_back_automatically(tmp_path: Path) -> None:
+    import yaml
+
+    served = tmp_path / "served"
+    served.mkdir()
+    good = onnx_models.save(_pairs_model(works_for_odd=True), tmp_path / "pairs-1.onnx")
+    bad = _pairs_model(works_for_odd=False)
+    (served / "pairs-2.onnx").write_bytes(bad)
+    with start_mosquitto(tmp_path / "broker") as broker, serve_folder(served) as base:
+        config = {
+            "device_id": DEVICE,
+            "data_dir": str(tmp_path / "data"),
+            "models": [{"name": "pairs", "version": "1", "path": str(good), "warmup": False}],
+            "hub": {"transport": "mqtt", "mqtt": {"url": broker.url}},
+            "health": {"interval_s": 0.2},
+            "rollback": {
+                "enabled": True,
+                "error_rate_threshold": 0.5,
+                "watch_window_s": 20,
+                "min_requests": 5,
+            },
+        }
+        (tmp_path / "agent.yaml").write_text(yaml.safe_dump(config))
+        consumer = Consumer(broker, [f"{P}/#"])
+        with start_agent(["--config", str(tmp_path / "agent.yaml")]) as agent:
+            assert _post(agent.url, 3)[0] == 200
+            model = {
+                "name": "pairs",
+                "version": "2",
+                "url": f"{base}/pairs-2.onnx",
+                "sha256": hashlib.sha256(bad).hexdigest(),
+                "warmup": False,
+            }
+            consumer.publish(
+                f"{P}/state/desired", {"edgekit": {"revision": 1, "models": [model]}}, retain=True
+            )
+            assert _wait_status(consumer, 1)["status"] == "applied"
+            # Version 2 answers even inputs and fails odd ones: 6 of 8 requests fail (75 % > 50 %).
+            codes = [_post(agent.url, n)[0] for n in (3, 5, 4, 7, 9, 6, 11, 13)]
+            assert codes.count(500) == 6 and codes.count(200) == 2, codes
+
+            def rolled_back(_: Any) -> bool:
+                return any(s.get("status") == "rolled_back" for s in _edgekit_states(consumer))
+
+            consumer.wait_for(rolled_back, timeout=20)
+            report = next(s for s in _edgekit_states(consumer) if s.get("status") == "rolled_back")
+            assert "pairs version 2 failed 75% of requests" in report["error"], report
+            assert [m["version"] for m in report["models"]] == ["1"]
+            status, answer = _post(agent.url, 3)
+            assert status == 200 and answer["model_version"] == "1"
+        consumer.close()
