@@ -163,9 +163,9 @@ class ModelSession:
         self.input_specs = {spec.name: spec for spec in self.inputs}
         self.output_names = [spec.name for spec in self.outputs]
         self.output_specs = {spec.name: spec for spec in self.outputs}
-        # Dynamic batching is only exact when every tensor carries the batch as its first, free
-        # dimension: then rows can be stacked and split back without touching other axes.
-        self.batchable = all(s.shape and s.shape[0] == -1 for s in (*self.inputs, *self.outputs))
+        self.batchable = _shares_a_batch_dimension(
+            [*self._session.get_inputs(), *self._session.get_outputs()]
+        )
         self._ort_errors = _runtime_error_types(ort)
         # The C++ session's run, called directly: the Python wrapper re-validates the feeds (we
         # already did, against the same signature) and costs ~4 µs a call, a third of a tiny
@@ -206,6 +206,16 @@ class ModelSession:
         except Exception as exc:
             raise InferenceRuntimeError(f"ONNX Runtime failed: {exc}") from exc
         return result
+
+
+def _shares_a_batch_dimension(nodes: Sequence[Any]) -> bool:
+    """Whether rows of several requests can be stacked and split back exactly: every input and
+    output must lead with the *same* named free dimension. A free first dimension alone is not
+    enough (a Transpose maps ``[n, m]`` to ``[m, n]``: both lead with a free dimension, but not
+    the batch), and an unnamed one cannot be proven to be the batch, so either is served
+    unbatched."""
+    leading = {node.shape[0] if node.shape else None for node in nodes}
+    return len(leading) == 1 and isinstance(next(iter(leading)), str)
 
 
 def _runtime_error_types(ort: Any) -> tuple[type[Exception]]:

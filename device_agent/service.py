@@ -64,7 +64,7 @@ class ModelRuntime:
             )
         elif batching.enabled:
             log.warning(
-                "batching disabled: not every input and output has a free leading batch dimension",
+                "batching disabled: the inputs and outputs do not all lead with the same named dimension",
                 extra={"model": self.name, "version": self.version},
             )
 

@@ -177,3 +177,45 @@ def test_health_interval_without_a_hub_reports_to_the_console() -> None:
         build_parser().parse_args(["run", "--model", "a.onnx", "--health-interval", "2"]), environ={}
     )
     assert asked.hub.transport == "console" and asked.health.interval_s == 2.0
+
+
+def _one_op_model(op: str, input_dims: list[str | int | None], output_dims: list[str | int | None]) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper
+
+    attributes = {"perm": [1, 0]} if op == "Transpose" else {}
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"], **attributes)],
+        op.lower(),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_dims)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("op", "input_dims", "output_dims", "batchable"),
+    [
+        ("Identity", ["batch", 2], ["batch", 2], True),  # one named leading dimension throughout
+        ("Transpose", ["n", "m"], ["m", "n"], False),  # free leading dims, but not the same one
+        ("Identity", [None, 2], [None, 2], False),  # unnamed: cannot be shown to be the batch
+        ("Identity", [1, 4], [1, 4], False),  # fixed
+    ],
+)
+def test_batching_needs_one_named_leading_dimension(
+    tmp_path: Path,
+    op: str,
+    input_dims: list[str | int | None],
+    output_dims: list[str | int | None],
+    batchable: bool,
+) -> None:
+    from device_agent.config import ModelConfig
+    from device_agent.engine import ModelSession
+    from tests import onnx_models
+
+    path = onnx_models.save(_one_op_model(op, input_dims, output_dims), tmp_path / "m.onnx")
+    session = ModelSession(ModelConfig("m", "1", path=str(path), warmup=False), path)
+    assert session.batchable is batchable
