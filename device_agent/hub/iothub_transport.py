@@ -41,6 +41,9 @@ _new_message = cast(Callable[..., Message], Message)
 _new_x509 = cast(Callable[..., X509], X509)
 
 _SEND_TIMEOUT_S = 60.0
+# Backoff between tries of one telemetry message that the hub did not take.
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
 _INFER_INPUT = "infer"
 _INFER_OUTPUT = "inferResult"
 
@@ -68,6 +71,7 @@ class IoTHubTransport(Transport):
         self._twin_desired: dict[str, Any] = {}
         self._unsent_reported: dict[str, Any] = {}  # patches made while offline, sent on connect
         self._sends: asyncio.Queue[tuple[Telemetry, asyncio.Future[None]]] = asyncio.Queue()
+        self._sending: asyncio.Future[None] | None = None  # the message being sent (or retried)
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -195,8 +199,10 @@ class IoTHubTransport(Transport):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        unsent = [self._sending] if self._sending is not None else []
         while not self._sends.empty():
-            _, future = self._sends.get_nowait()
+            unsent.append(self._sends.get_nowait()[1])
+        for future in unsent:
             if not future.done():
                 future.set_exception(HubError("the IoT Hub transport was closed before the hub acked"))
         if self._client is not None:
@@ -215,15 +221,23 @@ class IoTHubTransport(Transport):
     async def _send_loop(self) -> None:
         while True:
             message, future = await self._sends.get()
-            if future.done():
-                continue
-            try:
-                async with asyncio.timeout(_SEND_TIMEOUT_S):
-                    await self._send(message)
-            except (TimeoutError, iot_exceptions.ClientError, iot_exceptions.OperationCancelled) as exc:
-                future.set_exception(HubError(f"IoT Hub did not take a {message.kind} message: {exc!r}"))
-            else:
-                future.set_result(None)
+            self._sending = future
+            delay = _RETRY_FIRST_S
+            while not future.done():
+                try:
+                    async with asyncio.timeout(_SEND_TIMEOUT_S):
+                        await self._send(message)
+                except (TimeoutError, iot_exceptions.ClientError, iot_exceptions.OperationCancelled) as exc:
+                    # Retry this message before any queued behind it: failing it would have the
+                    # sender hand it over again behind them, and the hub would see it out of order.
+                    log.warning(
+                        "IoT Hub did not take a message; retrying it",
+                        extra={"kind": message.kind, "error": repr(exc), "retry_s": delay},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RETRY_MAX_S)
+                else:
+                    future.set_result(None)
 
     async def _send(self, telemetry: Telemetry) -> None:
         assert self._client is not None
