@@ -66,8 +66,11 @@ class HealthCollector:
         stats: Sequence[ModelStats],
         outbox: OutboxStats | None,
         seq: int = 0,
+        thresholds: HealthThresholds | None = None,
     ) -> dict[str, Any]:
-        """One full report (``seq`` is filled in by the outbox when the report is queued)."""
+        """One full report (``seq`` is filled in by the outbox when the report is queued).
+
+        ``thresholds`` overrides the ones given at construction (the hub may have changed them)."""
         report: dict[str, Any] = {
             "device_id": self.device_id,
             "seq": seq,
@@ -88,7 +91,7 @@ class HealthCollector:
             },
             "agent": {"version": __version__, "uptime_s": round(time.monotonic() - self.started, 3)},
         }
-        report["status"], report["reasons"] = evaluate(report, self.thresholds)
+        report["status"], report["reasons"] = evaluate(report, thresholds or self.thresholds)
         return report
 
     def _system(self) -> dict[str, Any]:

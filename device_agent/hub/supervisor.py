@@ -96,15 +96,24 @@ class HubSession:
         self._children: set[asyncio.Task[None]] = set()
         clear_staging(data_dir)
 
+    def _collect(self) -> dict[str, Any]:
+        # The thresholds as they are now: a desired state may have changed them since the start.
+        return self.collector.collect(
+            self.host.served_models(),
+            self.host.stats(),
+            self.outbox.stats(),
+            thresholds=self.settings.health.thresholds,
+        )
+
     async def health_report(self) -> dict[str, Any]:
         """A fresh full report (as ``get_health`` answers), not queued."""
-        report = self.collector.collect(self.host.served_models(), self.host.stats(), self.outbox.stats())
+        report = self._collect()
         report["seq"] = self.outbox.last_seq("health")
         return report
 
     def queue_health(self) -> dict[str, Any]:
         """Collect a report, queue it durably with the next ``seq`` and return it."""
-        report = self.collector.collect(self.host.served_models(), self.host.stats(), self.outbox.stats())
+        report = self._collect()
 
         def body(seq: int) -> bytes:
             report["seq"] = seq

@@ -51,3 +51,23 @@ def test_device_id_comes_from_config_then_hub_identity_then_host_name(tmp_path: 
     edge = hub_config(str(tmp_path), transport="iotedge", device_id=None)
     assert resolve_device_id(edge, {"IOTEDGE_DEVICEID": "edge-3"}) == "edge-3"
     assert resolve_device_id(hub_config(str(tmp_path), device_id="fixed"), {}) == "fixed"
+
+
+def test_thresholds_from_a_desired_state_judge_the_next_reports(tmp_path: Path) -> None:
+    config = hub_config(str(tmp_path / "data"), transport="console", interval_s=60)
+    host = FakeHost()
+    (tmp_path / "m").write_bytes(b"ok")
+
+    async def scenario() -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+        await host.apply_models([ModelConfig("m", "1", path=str(tmp_path / "m"))])
+        session = HubSession(config, host, ConsoleTransport(io.StringIO()), "dev-1")
+        before = await session.health_report()
+        settings = {"health": {"interval_s": 60, "thresholds": {"cpu_percent": -1, "memory_percent": -1}}}
+        reported = await session.reconciler.apply({"revision": 1, "settings": settings})
+        after = await session.health_report()
+        return before, reported, after
+
+    before, reported, after = asyncio.run(scenario())
+    assert reported["status"] == "applied", reported
+    assert before["status"] == "healthy"
+    assert after["status"] == "degraded" and any("memory" in r for r in after["reasons"]), after["reasons"]
