@@ -178,6 +178,10 @@ class HttpApp:
             ]
             await _send(send, 200, answer, extra)
 
+    def set_api_keys(self, api_keys: tuple[str, ...]) -> None:
+        """Replace the accepted keys (a desired state from the hub); empty turns auth off."""
+        self._expected_auth = [f"Bearer {key}".encode() for key in api_keys]
+
     def _authorize(self, headers: list[tuple[bytes, bytes]]) -> None:
         if not self._expected_auth:
             return

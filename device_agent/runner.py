@@ -93,10 +93,11 @@ async def _serve(config: AgentConfig) -> int:
     scoring = _scoring(config, executor)
     from device_agent.http_app import HttpApp
 
+    env_keys = _env_api_keys(config)
     app = HttpApp(
         repository,
         metrics,
-        api_keys=_api_keys(config),
+        api_keys=(*config.server.api_keys, *env_keys),
         max_body_bytes=config.server.max_body_bytes,
         scoring=scoring,
     )
@@ -128,7 +129,12 @@ async def _serve(config: AgentConfig) -> int:
             },
         )
         if hub_main is not None:
-            hub_task = loop.create_task(hub_main(config, repository, stop_event), name="hub")
+
+            def set_api_keys(keys: tuple[str, ...]) -> None:
+                # The hub replaces the config's keys; the one from api_key_env stays accepted.
+                app.set_api_keys((*keys, *env_keys))
+
+            hub_task = loop.create_task(hub_main(config, repository, stop_event, set_api_keys), name="hub")
             hub_task.add_done_callback(_report_hub_exit)
     except AgentError as exc:
         log.error("start-up failed; stopping", extra={"error": str(exc)})
@@ -199,16 +205,16 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _api_keys(config: AgentConfig) -> tuple[str, ...]:
-    keys = list(config.server.api_keys)
-    if config.server.api_key_env:
-        value = os.environ.get(config.server.api_key_env)
-        if not value:
-            raise ConfigError(
-                "server.api_key_env", f"environment variable {config.server.api_key_env} is not set or empty"
-            )
-        keys.append(value)
-    return tuple(keys)
+def _env_api_keys(config: AgentConfig) -> tuple[str, ...]:
+    """The key named by ``server.api_key_env``, if any (checked at start)."""
+    if not config.server.api_key_env:
+        return ()
+    value = os.environ.get(config.server.api_key_env)
+    if not value:
+        raise ConfigError(
+            "server.api_key_env", f"environment variable {config.server.api_key_env} is not set or empty"
+        )
+    return (value,)
 
 
 def _scoring(config: AgentConfig, executor: ThreadPoolExecutor) -> ScoringScript | None:

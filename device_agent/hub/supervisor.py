@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,14 @@ def make_transport(config: AgentConfig, device_id: str) -> Transport:
 class HubSession:
     """The loops of :func:`run_hub` over one transport; tests build one with any transport."""
 
-    def __init__(self, config: AgentConfig, host: ModelHost, transport: Transport, device_id: str) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        host: ModelHost,
+        transport: Transport,
+        device_id: str,
+        set_api_keys: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
         self.config = config
         self.host = host
         self.transport = transport
@@ -89,9 +96,7 @@ class HubSession:
         self.settings = RuntimeSettings.from_config(config)
         self.collector = HealthCollector(device_id, data_dir, config.health.thresholds)
         self.sender = OutboxSender(self.outbox, transport)
-        self.reconciler = Reconciler(
-            host, data_dir, self.settings, transport.report_state, getattr(host, "set_api_keys", None)
-        )
+        self.reconciler = Reconciler(host, data_dir, self.settings, transport.report_state, set_api_keys)
         self.commands = Commands(host, self.health_report, on_models_changed=self._models_changed)
         self._children: set[asyncio.Task[None]] = set()
         clear_staging(data_dir)
@@ -189,9 +194,14 @@ class HubSession:
         await self.transport.report_state({"edgekit": {"status": status, "models": served_to_report(models)}})
 
 
-async def run_hub(config: AgentConfig, host: ModelHost, stop: asyncio.Event) -> None:
+async def run_hub(
+    config: AgentConfig,
+    host: ModelHost,
+    stop: asyncio.Event,
+    set_api_keys: Callable[[tuple[str, ...]], None] | None = None,
+) -> None:
     """Run the hub side until ``stop`` is set (the runner's named task)."""
     device_id = resolve_device_id(config)
     transport = make_transport(config, device_id)
     log.info("hub side starting", extra={"transport": transport.name, "device_id": device_id})
-    await HubSession(config, host, transport, device_id).run(stop)
+    await HubSession(config, host, transport, device_id, set_api_keys).run(stop)

@@ -273,3 +273,36 @@ def test_a_new_version_that_fails_is_rolled_back_automatically(tmp_path: Path) -
             status, answer = _post(agent.url, 3)
             assert status == 200 and answer["model_version"] == "1"
         consumer.close()
+
+
+def test_api_keys_from_the_hub_take_effect_at_once(tmp_path: Path) -> None:
+    model = onnx_models.save(onnx_models.mlp(), tmp_path / "mlp.onnx")
+    infer = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
+
+    def status(url: str, key: str | None) -> int:
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        request = urllib.request.Request(f"{url}/v2/models/mlp/infer", json.dumps(infer).encode(), headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with start_mosquitto(tmp_path / "broker") as broker:
+        consumer = Consumer(broker, [f"{P}/#"])
+        with _agent(model, broker.url, tmp_path / "data") as agent:
+            assert status(agent.url, None) == 200  # started without keys
+            settings = {"server": {"api_keys": ["k-1", "k-2"]}}
+            consumer.publish(
+                f"{P}/state/desired", {"edgekit": {"revision": 1, "settings": settings}}, retain=True
+            )
+            assert _wait_status(consumer, 1)["status"] == "applied"
+            assert [status(agent.url, k) for k in (None, "wrong", "k-1", "k-2")] == [401, 401, 200, 200]
+            consumer.publish(
+                f"{P}/state/desired",
+                {"edgekit": {"revision": 2, "settings": {"server": {"api_keys": []}}}},
+                retain=True,
+            )
+            assert _wait_status(consumer, 2)["status"] == "applied"
+            assert status(agent.url, None) == 200
+        consumer.close()
