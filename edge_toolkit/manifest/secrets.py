@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -43,7 +44,9 @@ def resolve(document: Mapping[str, Any], values: Mapping[str, str]) -> dict[str,
     """A copy of the manifest with every `${NAME}` reference replaced; error if any is unknown.
 
     createOptions chunks are merged before and re-split after, because a reference may straddle
-    two chunks and the resolved value changes the chunk boundaries.
+    two chunks and the resolved value changes the chunk boundaries. The merged text is parsed
+    back into its JSON object first, so a value with a quote or a backslash in it is escaped
+    when the object is minified again instead of breaking the JSON.
     """
     merged = copy.deepcopy(dict(document))
     for settings, path in module_settings(merged):
@@ -51,7 +54,10 @@ def resolve(document: Mapping[str, Any], values: Mapping[str, str]) -> dict[str,
         if text is not None:
             for key in create_options.chunk_keys(settings):
                 del settings[key]
-            settings[create_options.BASE_KEY] = text
+            try:
+                settings[create_options.BASE_KEY] = json.loads(text)
+            except ValueError:
+                settings[create_options.BASE_KEY] = text  # not JSON: validation reports it
     resolved, missing = placeholders.substitute(merged, values.get, bare=False)
     braced = [r for r in missing if r.written.startswith("${")]
     if braced:

@@ -128,3 +128,22 @@ def test_invalid_template_is_refused_with_json_paths() -> None:
         )
         for p in info.value.problems
     )
+
+
+def test_resolved_secrets_in_create_options_keep_the_json_valid() -> None:
+    from edge_toolkit.manifest import create_options, secrets
+
+    token = 'a"b\\c ' + "é" * 300  # a quote, a backslash, and enough to need another chunk
+    options = {"Env": ["API_TOKEN=${API_TOKEN}"], "HostConfig": {"Memory": 1 << 30}}
+    settings = {"image": "r/m:1", **create_options.split(create_options.minify(options))}
+    document = {
+        "modulesContent": {
+            "$edgeAgent": {"properties.desired": {"modules": {"m": {"type": "docker", "settings": settings}}}}
+        }
+    }
+    resolved = secrets.resolve(document, {"API_TOKEN": token})
+    out = resolved["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["m"]["settings"]
+    text = create_options.merge(out, "settings")
+    assert text is not None and json.loads(text)["Env"] == [f"API_TOKEN={token}"]
+    assert all(len(out[k].encode()) <= create_options.CHUNK_BYTES for k in create_options.chunk_keys(out))
+    assert "${API_TOKEN}" in json.dumps(document)  # the input document is left as it was
