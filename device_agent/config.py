@@ -25,6 +25,8 @@ CONFIG_VERSION = 1
 DEFAULT_PORT = 5001  # Azure ML's scoring port, so existing clients find the agent.
 PORT_ENV = "EDGE_AGENT_PORT"
 LOG_LEVEL_ENV = "EDGE_AGENT_LOG_LEVEL"
+IOTEDGE_INFER_INPUT = "infer"
+IOTEDGE_INFER_OUTPUT = "inferResult"
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 ExecutionMode = Literal["sequential", "parallel"]
@@ -103,6 +105,8 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class IoTHubConfig:
+    # Under IoT Edge the agent reads inference requests on module input IOTEDGE_INFER_INPUT and
+    # answers on output IOTEDGE_INFER_OUTPUT; routes in a deployment name these (and output_name).
     # For transport "iothub": a device or module connection string, given directly or by env var.
     connection_string: str | None = None
     connection_string_env: str | None = "IOTHUB_DEVICE_CONNECTION_STRING"

@@ -30,7 +30,7 @@ from azure.iot.device import X509, Message, MethodResponse
 from azure.iot.device import exceptions as iot_exceptions
 from azure.iot.device.aio import IoTHubDeviceClient, IoTHubModuleClient
 
-from device_agent.config import IoTHubConfig
+from device_agent.config import IOTEDGE_INFER_INPUT, IOTEDGE_INFER_OUTPUT, IoTHubConfig
 from device_agent.errors import ConfigError, HubError
 from device_agent.hub.transport import CommandRequest, InferenceRequest, Telemetry, Transport, merge_patch
 
@@ -44,8 +44,6 @@ _SEND_TIMEOUT_S = 60.0
 # Backoff between tries of one telemetry message that the hub did not take.
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
-_INFER_INPUT = "infer"
-_INFER_OUTPUT = "inferResult"
 
 
 def parse_connection_string(text: str) -> dict[str, str]:
@@ -288,7 +286,7 @@ class IoTHubTransport(Transport):
         self._push_command(CommandRequest(request.name, request.payload, respond))
 
     def _on_message(self, message: Any) -> None:
-        if getattr(message, "input_name", None) != _INFER_INPUT:
+        if getattr(message, "input_name", None) != IOTEDGE_INFER_INPUT:
             log.info("ignoring a message", extra={"input": getattr(message, "input_name", None)})
             return
         properties = dict(message.custom_properties or {})
@@ -304,6 +302,6 @@ class IoTHubTransport(Transport):
             reply.custom_properties = {k: v for k, v in properties.items() if k in ("model", "id")}
             if message.correlation_id or message.message_id:
                 reply.correlation_id = message.correlation_id or message.message_id
-            await self._client.send_message_to_output(reply, _INFER_OUTPUT)
+            await self._client.send_message_to_output(reply, IOTEDGE_INFER_OUTPUT)
 
         self._push_inference(InferenceRequest(str(model), data, respond))

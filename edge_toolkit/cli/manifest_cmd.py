@@ -88,7 +88,9 @@ def gen_command(
 @manifest_group.command("validate")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--modules-dir", type=click.Path(file_okay=False, path_type=Path), help="Check route ports too."
+    "--modules-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Modules whose inputs/outputs routes must name (default: modules/ when it exists).",
 )
 @json_option
 def validate_command(file: Path, modules_dir: Path | None, as_json: bool) -> None:
@@ -97,6 +99,8 @@ def validate_command(file: Path, modules_dir: Path | None, as_json: bool) -> Non
 
     document = template.load_json(file)
     interfaces = {}
+    if modules_dir is None and Path("modules").is_dir():
+        modules_dir = Path("modules")  # as `manifest gen` finds them
     if modules_dir is not None:
         modules = template.find_modules(modules_dir, dict(os.environ))
         interfaces = {name: m.interface for name, m in modules.items() if m.interface is not None}

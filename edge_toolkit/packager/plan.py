@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from device_agent.config import (
+    IOTEDGE_INFER_INPUT,
+    IOTEDGE_INFER_OUTPUT,
     AgentConfig,
     HubConfig,
     HubTransport,
@@ -110,7 +112,7 @@ def make_plan(options: PackageOptions) -> ModulePlan:
     _check_options(options)
     agent_config = _agent_config(options)
     files: dict[str, str] = {
-        MODULE_JSON: _json(_module_json(options)),
+        MODULE_JSON: _json(_module_json(options, agent_config)),
         DEPLOYMENT_JSON: _json(_deployment_fragment(options, agent_config)),
         PLAN_JSON: _json(_plan_json(options)),
         "agent.yaml": _agent_yaml(agent_config),
@@ -242,7 +244,7 @@ def _agent_yaml(config: AgentConfig) -> str:
     return header + yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
 
 
-def _module_json(options: PackageOptions) -> dict[str, Any]:
+def _module_json(options: PackageOptions, config: AgentConfig) -> dict[str, Any]:
     return {
         "$schema-version": SCHEMA_VERSION,
         "description": options.description
@@ -258,6 +260,11 @@ def _module_json(options: PackageOptions) -> dict[str, Any]:
             "contextPath": "./",
         },
         "language": "python",
+        # The module's IoT Edge inputs and outputs, so `edgekit manifest` can check route ports.
+        "edgekit": {
+            "inputs": [IOTEDGE_INFER_INPUT],
+            "outputs": [config.hub.iothub.output_name, IOTEDGE_INFER_OUTPUT],
+        },
     }
 
 

@@ -85,7 +85,9 @@ def test_cuda_plan_matches_golden_files() -> None:
 
 def test_module_json_is_the_iotedgedev_layout() -> None:
     module = json.loads(make_plan(options()).files["module.json"])
-    assert set(module) == {"$schema-version", "description", "image", "language"}
+    # The iotedgedev keys, plus our own `edgekit` interface (extra keys are ignored by the tooling).
+    assert set(module) == {"$schema-version", "description", "image", "language", "edgekit"}
+    assert module["edgekit"] == {"inputs": ["infer"], "outputs": ["health", "inferResult"]}
     assert module["$schema-version"] == "0.0.1" and module["language"] == "python"
     assert module["image"] == {
         "repository": "localhost:5000/mlp",
