@@ -130,7 +130,12 @@ def validate_command(file: Path, modules_dir: Path | None, as_json: bool) -> Non
 @click.option("--prefix", default="edgekit", show_default=True, help="MQTT topic prefix.")
 @click.option("--module", help="Which module twin's edgekit state to publish over MQTT.")
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA for mqtts://.")
-@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), help="Secrets and variables.")
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Secrets and variables (default: the first .env in the current folder, beside MANIFEST, "
+    "or beside its folder, where `manifest gen` read it).",
+)
 @click.option("--wait", is_flag=True, help="Watch $edgeAgent until every module runs or one fails.")
 @click.option(
     "--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="--wait limit (s)."
@@ -169,6 +174,8 @@ def deploy_command(
     from edge_toolkit.manifest.variables import variables
 
     workspace = cli_context().workspace(create=True)
+    if env_file is None:
+        env_file = _default_env_file(manifest)
     values = variables(env_file)
     document = load_json(manifest) if manifest is not None else None
 
@@ -295,3 +302,11 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.__exit__(None, None, None)
+
+
+def _default_env_file(manifest: Path | None) -> Path | None:
+    """The .env that `manifest gen` used: gen reads it beside the template and writes to config/."""
+    folders = [Path.cwd()]
+    if manifest is not None:
+        folders += [manifest.resolve().parent, manifest.resolve().parent.parent]
+    return next((f / ".env" for f in folders if (f / ".env").is_file()), None)

@@ -289,3 +289,24 @@ def test_cli_deploy_wait_and_rollback(
         ]["password"]
         == "from-file"
     )
+
+
+def test_cli_deploy_reads_the_env_file_that_manifest_gen_used(
+    hub: ServiceAPI, tmp_path: Path, manifest: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The solution layout gen leaves: .env beside the template, the manifest in config/.
+    (tmp_path / "config").mkdir()
+    written = tmp_path / "config" / "deployment.amd64.json"
+    written.write_text(json.dumps(manifest))
+    (tmp_path / ".env").write_text("CONTAINER_REGISTRY_PASSWORD=beside-the-template\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not where the .env is: found from the manifest's place
+    monkeypatch.setenv("IOTHUB_CONNECTION_STRING", hub.connection_string)
+    monkeypatch.delenv("CONTAINER_REGISTRY_PASSWORD", raising=False)
+    result = CliRunner().invoke(
+        cli, ["-w", str(tmp_path / "ws"), "deploy", str(written), "--device", "dev1"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    settings = hub.store.twin("dev1", "$edgeAgent").desired["runtime"]["settings"]
+    assert settings["registryCredentials"]["registry"]["password"] == "beside-the-template"
