@@ -78,6 +78,8 @@ class Workspace:
     def open(cls, root: Path | str) -> Workspace:
         root = Path(root)
         marker = root / MARKER
+        if root.exists() and not root.is_dir():
+            raise WorkspaceError(f"{root} exists and is not a folder; choose another --workspace path")
         if not marker.is_file():
             raise WorkspaceError(
                 f"{root} is not an edgekit workspace; run 'edgekit init' there, "
@@ -98,8 +100,22 @@ class Workspace:
 
     @classmethod
     def open_or_create(cls, root: Path | str) -> Workspace:
+        """Open the workspace at ``root``, creating it where nothing is yet.
+
+        A folder that already holds anything but a workspace (being made by a concurrent call) is
+        refused rather than turned into one: a mistyped --workspace must not litter a project."""
         root = Path(root)
-        return cls.open(root) if (root / MARKER).is_file() else cls.create(root)
+        if (root / MARKER).is_file():
+            return cls.open(root)
+        if root.is_dir():
+            foreign = sorted(p.name for p in root.iterdir() if not _workspace_entry(p.name))
+            if foreign:
+                raise WorkspaceError(
+                    f"{root} is not an edgekit workspace and holds other files ({', '.join(foreign[:3])}"
+                    f"{', …' if len(foreign) > 3 else ''}); run 'edgekit init' there to make it one, "
+                    "or point --workspace at another folder"
+                )
+        return cls.create(root)
 
     # catalog ------------------------------------------------------------------------------
     @property
@@ -154,3 +170,8 @@ class Workspace:
         from edge_toolkit.registry import ModelRegistry
 
         return ModelRegistry(self)
+
+
+def _workspace_entry(name: str) -> bool:
+    """A name a workspace being created has in its folder (the marker comes last)."""
+    return name in (MARKER, "blobs") or name.startswith((CATALOG, f".{MARKER}."))

@@ -18,12 +18,20 @@ class CliContext:
     _workspace: Workspace | None = field(default=None, repr=False)
 
     def workspace(self, create: bool = False) -> Workspace:
-        """The workspace named by --workspace / EDGEKIT_HOME / ./.edgekit."""
+        """The workspace named by --workspace / EDGEKIT_HOME / ./.edgekit; ``create`` makes it
+        where nothing is yet (never in a folder that holds other files)."""
         if self._workspace is None:
             from edge_toolkit.workspace import Workspace, default_workspace_path
 
             path = self.workspace_path or default_workspace_path()
             self._workspace = Workspace.open_or_create(path) if create else Workspace.open(path)
+        return self._workspace
+
+    def init_workspace(self) -> Workspace:
+        """Make the named folder a workspace, even one that holds other files (``edgekit init``)."""
+        from edge_toolkit.workspace import Workspace, default_workspace_path
+
+        self._workspace = Workspace.create(self.workspace_path or default_workspace_path())
         return self._workspace
 
 

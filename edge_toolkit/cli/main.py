@@ -49,7 +49,8 @@ class LazyGroup(click.Group):
 @click.option(
     "--workspace",
     "-w",
-    type=click.Path(file_okay=False, path_type=Path),
+    # Not file_okay=False: a file here gets the workspace's own one-line error, not a usage block.
+    type=click.Path(path_type=Path),
     envvar="EDGEKIT_HOME",
     help="Workspace folder (default: ./.edgekit; env EDGEKIT_HOME).",
 )

@@ -12,7 +12,7 @@ from edge_toolkit.cli.output import json_option, print_json
 @json_option
 def init_command(as_json: bool) -> None:
     """Create a workspace (./.edgekit, --workspace DIR or EDGEKIT_HOME). Safe to run twice."""
-    workspace = cli_context().workspace(create=True)
+    workspace = cli_context().init_workspace()
     if as_json:
         print_json({"workspace": str(workspace.root.resolve())})
     else:

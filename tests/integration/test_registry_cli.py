@@ -77,6 +77,23 @@ def test_workspace_option_and_env(tmp_path: Path) -> None:
     assert by_env.returncode == 0 and (tmp_path / "wsB" / "catalog.sqlite").exists()
 
 
+def test_a_folder_or_file_that_is_not_a_workspace_is_refused_and_left_alone(tmp_path: Path) -> None:
+    onnx_models.save(onnx_models.mlp(), tmp_path / "m.onnx")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    for target, message in ((project, "is not an edgekit workspace and holds other files (notes.txt)"),
+                            (tmp_path / "m.onnx", "exists and is not a folder")):  # fmt: skip
+        result = edgekit("-w", str(target), "model", "register", "m.onnx", "-n", "m", cwd=tmp_path)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt"]
+    # `init` is the explicit way to make such a folder a workspace.
+    assert edgekit("-w", str(project), "init", cwd=tmp_path).returncode == 0
+    assert edgekit("-w", str(project), "model", "register", "m.onnx", "-n", "m", cwd=tmp_path).returncode == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
