@@ -165,7 +165,7 @@ def package_command(
     "--tag", "tags", multiple=True, help="An extra REPOSITORY[:TAG] for the image; repeat for more."
 )
 @click.option("--offline", is_flag=True, help="Download device-side wheels first; install with --no-index.")
-@click.option("--network", default="host", show_default=True, help="Network of the build's RUN steps.")
+@click.option("--network", help="Network of the build's RUN steps (default: none with --offline, else host).")
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -179,7 +179,7 @@ def build_command(
     base_image: str | None,
     tags: tuple[str, ...],
     offline: bool,
-    network: str,
+    network: str | None,
     log_file: Path | None,
     as_json: bool,
 ) -> None:

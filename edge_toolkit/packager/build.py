@@ -59,7 +59,7 @@ def build_module(
     base_image: str | None = None,
     offline: bool = False,
     extra_tags: Sequence[str] = (),
-    network_mode: str | None = "host",
+    network_mode: str | None = None,
     on_event: Callable[[BuildEvent], None] | None = None,
 ) -> BuildResult:
     started = time.perf_counter()
@@ -105,7 +105,8 @@ def build_module(
         image,
         platform=ModuleFolder.docker_platform(platform),
         buildargs=buildargs,
-        network_mode=network_mode,
+        # Offline builds get no network at all: proof that nothing is fetched during the build.
+        network_mode=network_mode or ("none" if offline else "host"),
     ):
         if "error" in chunk:
             message = str(chunk.get("error", "")).strip()

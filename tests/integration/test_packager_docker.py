@@ -130,6 +130,7 @@ def test_end_to_end_package_build_push_pull_run_infer(
     assert json.loads((module_dir / "module.json").read_text())["image"]["tag"]["platforms"] == {
         "amd64": "./Dockerfile.amd64"
     }
+    # --offline: the build runs with network "none", so it passing proves nothing was fetched.
     built = ok_json(
         "build",
         str(module_dir),
