@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from edge_toolkit.errors import BuildError, DockerError
 from edge_toolkit.packager.base_image import LOCAL_NAME, ensure_base_image
 from edge_toolkit.packager.docker_client import DockerEngine
+from edge_toolkit.packager.lock import lock_path, read_lock, write_lock
 from edge_toolkit.packager.module import ModuleFolder
 from edge_toolkit.packager.wheels import WheelSet, download_wheels, place_wheels
 
@@ -69,20 +70,29 @@ def build_module(
     wheels = None
     if offline:
         emit(BuildEvent("phase", f"downloading device-side wheels for {platform}"))
-        agent = module.requirements("agent")
 
         def downloading(what: str) -> None:
             emit(BuildEvent("download", what))
 
-        wheels = download_wheels(agent, platform, module.python_version, on_download=downloading)
+        def pinned(part: str, source: list[str]) -> WheelSet:
+            # The lock's exact versions when there is a current one; else resolve and lock them.
+            path = lock_path(module.path, part, platform)
+            pins = read_lock(path, source)
+            fetched = download_wheels(
+                pins or source, platform, module.python_version, on_download=downloading
+            )
+            if pins is None:
+                write_lock(path, source, fetched.files, platform)
+            return fetched
+
+        agent = module.requirements("agent")
+        wheels = pinned("agent", agent)
         place_wheels(wheels, module.path / "wheels" / platform / "agent")
         user = module.requirements("user")
         if user:
             # Resolved together with the agent's (one consistent set); only the extra wheels go
             # to the user folder, so the agent layer stays cached when the script's list changes.
-            everything = download_wheels(
-                [*agent, *user], platform, module.python_version, on_download=downloading
-            )
+            everything = pinned("user", [*agent, *user])
             place_wheels(everything, module.path / "wheels" / platform / "user", exclude=wheels)
             wheels = everything
         else:

@@ -78,6 +78,10 @@ def write_module(
                 wheels.mkdir(parents=True)
                 (wheels / KEEP).write_text("")
         if destination.exists():
+            # Wheel locks outlive a re-package (a new model version): the versions stay pinned.
+            # A lock made from other requirement lines is stale and ignored by the next build.
+            for lock in (destination / "requirements").glob("*.lock"):
+                shutil.copyfile(lock, staging / "requirements" / lock.name)
             old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
             destination.rename(old)
             staging.rename(destination)

@@ -143,6 +143,15 @@ def test_end_to_end_package_build_push_pull_run_infer(
         env=docker_env,
     )
     assert built["image"] == "localhost:5000/mlp:0.0.1-amd64" and built["architecture"] == "amd64"
+    # The first offline build pinned what it resolved; the image carries exactly those versions.
+    lock = (module_dir / "requirements" / "agent.amd64.lock").read_text().splitlines()
+    pinned = next(line for line in lock if line.startswith("onnxruntime=="))
+    inside = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "/opt/venv/bin/python3",
+         built["image"], "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+        env={**os.environ, **docker_env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert inside.returncode == 0 and pinned == f"onnxruntime=={inside.stdout.strip()}", inside
     details = engine.inspect_image(built["image"])
     config = details["Config"]
     assert config["User"] == "10001:10001"
