@@ -171,18 +171,14 @@ def _explain(ref: placeholders.Reference, modules: Mapping[str, ModuleInfo]) -> 
 
 
 def _pinned(module: ModuleInfo, platform: str, workspace: Workspace | None) -> str:
-    """The image by the digest recorded when it was pushed (edge_toolkit.images, issue 4)."""
+    """The image by the digest recorded when it was pushed (``edgekit push``)."""
     module.image(platform)  # the platform must exist either way
     if workspace is None:
         raise ManifestError("--pin-digests needs a workspace with pushed images; run 'edgekit init' first")
-    try:
-        from edge_toolkit.images import ImageCatalog
-    except ImportError as exc:
-        raise ManifestError(
-            "--pin-digests needs the image catalog (edgekit build/push), which this version lacks"
-        ) from exc
+    from edge_toolkit.images import ImageCatalog
+
     record = ImageCatalog(workspace).latest(module.name, platform)
-    digest = getattr(record, "repo_digest", None) if record is not None else None
+    digest = record.repo_digest if record is not None else None
     if not digest:
         raise ManifestError(
             f"no pushed image of {module.name} for {platform} is recorded",

@@ -147,3 +147,22 @@ def test_resolved_secrets_in_create_options_keep_the_json_valid() -> None:
     assert text is not None and json.loads(text)["Env"] == [f"API_TOKEN={token}"]
     assert all(len(out[k].encode()) <= create_options.CHUNK_BYTES for k in create_options.chunk_keys(out))
     assert "${API_TOKEN}" in json.dumps(document)  # the input document is left as it was
+
+
+def test_pin_digests_uses_the_pushed_digest_and_says_when_there_is_none(tmp_path: Path) -> None:
+    from edge_toolkit.images import ImageCatalog
+    from edge_toolkit.workspace import Workspace
+
+    workspace = Workspace.create(tmp_path / "ws")
+    with pytest.raises(ManifestError) as info:
+        _generate("single-module", pin_digests=True, workspace=workspace)
+    assert any("run 'edgekit push' for amd64 first" in p for p in info.value.problems), info.value.problems
+    catalog = ImageCatalog(workspace)
+    image = "localhost:5000/edgeinference:0.0.1-amd64"
+    catalog.record_build("edgeinference", "amd64", image, "sha256:" + "1" * 64, [("mlp", 1, "a" * 64)])
+    digest = "localhost:5000/edgeinference@sha256:" + "2" * 64
+    catalog.record_push("edgeinference", "amd64", "sha256:" + "1" * 64, image, digest)
+    manifest = _generate("single-module", pin_digests=True, workspace=workspace)
+    modules = manifest.document["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]
+    assert modules["edgeinference"]["settings"]["image"] == digest
+    assert manifest.modules == {"edgeinference": digest}
