@@ -1,13 +1,14 @@
 """Serving benchmark: raw in-process ONNX Runtime vs an Azure-ML-style Flask/gunicorn app vs edge-agent.
 
-    python benchmarks/serve.py                  # full run (~3 minutes on 2 cores)
+    python benchmarks/serve.py                  # full run (~7 minutes on 2 cores)
     python benchmarks/serve.py --duration 2 --repeat 1 --concurrency 1 32   # quicker look
 
 Models (made here, nothing downloaded): a tiny MLP 64->128->10 (one row per request) and a small CNN
 on 1x3x224x224. Load comes from `wrk` (C, epoll) on loopback with a Lua script for the POST body,
-one wrk thread, fixed duration; a Python client on the same two cores would cap near the servers it
-measures. Each server runs with one model loaded; memory is the proportional set size (PSS) summed
-over the server's whole process tree after its load tests, so shared pages count once.
+one wrk thread, a fixed duration and at most --max-requests per test; a Python client on the same
+two cores would cap near the servers it measures. Each server runs with one model loaded; memory
+is the proportional set size (PSS) summed over the server's whole process tree after its load
+tests, so shared pages count once.
 
 The baseline is what an Azure ML scoring container does: Flask under gunicorn, 2 sync workers,
 `json.loads` -> numpy -> `session.run` -> `tolist()`. The agent is measured on v2 JSON and v2
@@ -71,6 +72,12 @@ LUA = textwrap.dedent(
     wrk.body = f:read("*a")
     f:close()
     {headers}
+    -- Bounded in count as well as time: the thread stops after max_requests answers.
+    local answered = 0
+    function response(status, headers, body)
+      answered = answered + 1
+      if answered >= {max_requests} then wrk.thread:stop() end
+    end
     function done(summary, latency, requests)
       io.write(string.format(
         'RESULT {{"requests": %d, "seconds": %f, "errors": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d}}\\n',
@@ -146,11 +153,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_wrk(
-    url: str, body: Path, headers: dict[str, str], concurrency: int, duration: float
+    url: str,
+    body: Path,
+    headers: dict[str, str],
+    concurrency: int,
+    duration: float,
+    max_requests: int = 2_000_000,
 ) -> dict[str, float]:
     header_lua = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
     script = body.with_suffix(".lua")
-    script.write_text(LUA.format(body=body, headers=header_lua))
+    script.write_text(LUA.format(body=body, headers=header_lua, max_requests=max_requests))
     command = [
         "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
         "-s", str(script), url,
@@ -163,6 +175,9 @@ def run_wrk(
     result: dict[str, float] = json.loads(line[len("RESULT ") :])
     if result["errors"] or result["non2xx"]:
         raise RuntimeError(f"wrk saw errors against {url}: {result}\n{output}")
+    if result["requests"] >= max_requests:
+        # wrk still reports the full duration after the stop, so the rate would be wrong.
+        raise RuntimeError(f"the load test hit --max-requests {max_requests}: lower --duration or raise it")
     return result
 
 
@@ -229,6 +244,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=4, help="seconds per load test")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--max-requests", type=int, default=2_000_000, help="requests per load test at most (and --duration)"
+    )
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     parser.add_argument(
         "--cnn-channels",
@@ -281,7 +299,9 @@ def main() -> None:
                             else:
                                 body, headers = bodies[case.payload]
                                 target = f"{url}/v2/models/{model}/infer"
-                            result = run_wrk(target, body, headers, case.concurrency, args.duration)
+                            result = run_wrk(
+                                target, body, headers, case.concurrency, args.duration, args.max_requests
+                            )
                             case.throughput.append(result["requests"] / result["seconds"])
                             case.p50_ms.append(result["p50_us"] / 1000)
                             case.p99_ms.append(result["p99_us"] / 1000)
