@@ -97,9 +97,14 @@ class Broker:
 
 
 def start_mosquitto(
-    folder: Path, tls: TestCA | None = None, users: dict[str, str] | None = None, host: str = "127.0.0.1"
+    folder: Path,
+    tls: TestCA | None = None,
+    users: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    client_certs: bool = False,
 ) -> Broker:
-    """Start a broker in ``folder``; anonymous access unless ``users`` is given."""
+    """Start a broker in ``folder``; anonymous access unless ``users`` is given. With ``tls`` and
+    ``client_certs``, every client must show a certificate of the test CA, whose CN is its user."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
     lines = [
@@ -132,6 +137,8 @@ def start_mosquitto(
         cert = tls.server_cert(f"mosquitto-{port}", [host, "localhost"])
         ca_file = tls.ca_file
         lines += [f"cafile {tls.ca_file}", f"certfile {cert.cert_file}", f"keyfile {cert.key_file}"]
+        if client_certs:
+            lines += ["require_certificate true", "use_identity_as_username true"]
     config_file = folder / "mosquitto.conf"
     config_file.write_text("\n".join(lines) + "\n")
     broker = Broker(folder, host, port, tls is not None, ca_file, config_file)

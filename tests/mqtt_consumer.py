@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -38,6 +39,7 @@ class Consumer:
         mqtt5: bool = False,
         username: str | None = None,
         password: str | None = None,
+        client_cert: tuple[Path, Path] | None = None,  # (certificate, key) for X.509 auth
     ) -> None:
         self.messages: list[Received] = []
         self._cond = threading.Condition()
@@ -50,7 +52,10 @@ class Consumer:
         if username:
             self.client.username_pw_set(username, password)
         if broker.tls:
-            self.client.tls_set(ca_certs=str(broker.ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            cert, key = (str(client_cert[0]), str(client_cert[1])) if client_cert else (None, None)
+            self.client.tls_set(
+                ca_certs=str(broker.ca_file), certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT
+            )
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

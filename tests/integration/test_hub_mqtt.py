@@ -174,3 +174,39 @@ def hub_last_seq(data_dir: Path) -> int:
         return box.last_seq("health")
     finally:
         box.close()
+
+
+def test_x509_client_certificates_with_the_real_agent(tmp_path: Path, ca: tls.TestCA) -> None:
+    import yaml
+
+    from tests import onnx_models
+    from tests.agent_process import start_agent
+
+    model = onnx_models.save(onnx_models.mlp(), tmp_path / "mlp.onnx")
+    agent_cert, ops_cert = ca.client_cert("dev-1"), ca.client_cert("ops")
+    with start_mosquitto(tmp_path / "broker", tls=ca, client_certs=True) as broker:
+        consumer = Consumer(broker, [f"{P}/health"], client_cert=(ops_cert.cert_file, ops_cert.key_file))
+
+        def agent_config(name: str, **mqtt: str) -> Path:
+            config = {
+                "device_id": "dev-1",
+                "data_dir": str(tmp_path / name),
+                "models": [{"name": "mlp", "path": str(model)}],
+                "health": {"interval_s": 0.2},
+                "hub": {"transport": "mqtt", "mqtt": {"url": broker.url, "ca_file": str(ca.ca_file), **mqtt}},
+            }
+            path = tmp_path / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            return path
+
+        # Without a certificate the broker refuses the agent: it keeps serving and reports nothing.
+        with start_agent(["--config", str(agent_config("no-cert"))]) as agent:
+            time.sleep(1.0)
+            assert agent.process.poll() is None and _seqs(consumer) == []
+        with_cert = agent_config(
+            "cert", cert_file=str(agent_cert.cert_file), key_file=str(agent_cert.key_file)
+        )
+        with start_agent(["--config", str(with_cert)]):
+            consumer.wait_for(lambda ms: len(_seqs(consumer)) >= 2)
+        assert _seqs(consumer)[:2] == [1, 2]
+        consumer.close()
