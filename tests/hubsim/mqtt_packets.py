@@ -112,6 +112,10 @@ def decode(first: int, body: bytes) -> Packet:
             raise ProtocolError(f"protocol name {name!r}")
         level, connect_flags = body[pos], body[pos + 1]
         (keepalive,) = struct.unpack_from("!H", body, pos + 2)
+        if level != 4:
+            # Not 3.1.1 (an MQTT 5 CONNECT has properties here): the server refuses it by level,
+            # so its 3.1.1 payload must not be parsed.
+            return Connect(level, "", None, None, keepalive, False)
         client_id, pos = _string(body, pos + 4)
         if connect_flags & 0x04:  # a will: topic and message
             _, pos = _string(body, pos)
