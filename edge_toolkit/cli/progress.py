@@ -8,7 +8,7 @@ the finished state once, and the step lines above the bars keep the build readab
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from rich.console import Console
 from rich.progress import (
@@ -31,7 +31,26 @@ if TYPE_CHECKING:
 _LAYER_DONE = {"Pushed": "pushed", "Layer already exists": "exists", "Mounted from": "mounted"}
 
 
-class BuildProgress:
+class _LiveBars:
+    """Starts the bars on ``with`` entry and stops them on exit, whatever happened inside."""
+
+    _progress: Progress
+
+    def _started(self) -> None:
+        """Called on entry, before the bars start (to print a title above them)."""
+
+    def __enter__(self) -> Self:
+        self._started()
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+
+class BuildProgress(_LiveBars):
     """One bar over the Dockerfile's steps, with each step (and whether it was cached) printed."""
 
     def __init__(self, console: Console, title: str) -> None:
@@ -46,15 +65,6 @@ class BuildProgress:
             console=console,
         )
         self._task = self._progress.add_task(title, total=None, detail="")
-
-    def __enter__(self) -> BuildProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._progress.stop()
 
     def __call__(self, event: BuildEvent) -> None:
         if event.kind == "phase":
@@ -78,7 +88,7 @@ class BuildProgress:
         self._progress.update(self._task, completed=task.total or 0, detail="done")
 
 
-class PushProgress:
+class PushProgress(_LiveBars):
     """One bar per layer (bytes sent), closed with pushed / exists as the registry answers."""
 
     def __init__(self, console: Console, title: str) -> None:
@@ -94,15 +104,8 @@ class PushProgress:
         self._layers: dict[str, TaskID] = {}
         self._totals: dict[str, int] = {}  # layer -> bytes, once the engine has said
 
-    def __enter__(self) -> PushProgress:
+    def _started(self) -> None:
         self._progress.console.print(f"[bold]{self._title}[/bold]")
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._progress.stop()
 
     def __call__(self, event: PushEvent) -> None:
         if not event.layer:
