@@ -119,14 +119,7 @@ class IoTHubTransport(Transport):
 
     # connection ------------------------------------------------------------------------------
     async def _start(self) -> None:
-        client = self._create_client()
-        self._client = client
-        client.on_twin_desired_properties_patch_received = self._on_desired_patch
-        client.on_method_request_received = self._on_method
-        client.on_message_received = self._on_message
-        # The SDK annotates this handler as taking an argument, but calls it with none.
-        state_handler: Any = self._on_connection_state
-        client.on_connection_state_change = state_handler
+        self._client = self._create_client()
         self._tasks = [
             asyncio.create_task(self._connect_loop(), name="iothub-connect"),
             asyncio.create_task(self._send_loop(), name="iothub-send"),
@@ -142,6 +135,10 @@ class IoTHubTransport(Transport):
         delay = 0.5
         while not self._closing:
             try:
+                # Setting a handler enables its feature, which connects: with refused credentials
+                # (a device not registered yet, a certificate being rotated) that raises, so it
+                # is retried here with the connect rather than ending the hub side.
+                self._install_handlers(client)
                 await client.connect()
                 break
             except (iot_exceptions.ClientError, iot_exceptions.OperationCancelled, OSError) as exc:
@@ -153,6 +150,14 @@ class IoTHubTransport(Transport):
         while not self._closing:
             self._observe(bool(client.connected))
             await asyncio.sleep(0.5)
+
+    def _install_handlers(self, client: IoTHubDeviceClient | IoTHubModuleClient) -> None:
+        client.on_twin_desired_properties_patch_received = self._on_desired_patch
+        client.on_method_request_received = self._on_method
+        client.on_message_received = self._on_message
+        # The SDK annotates this handler as taking an argument, but calls it with none.
+        state_handler: Any = self._on_connection_state
+        client.on_connection_state_change = state_handler
 
     def _observe(self, up: bool) -> None:
         """Record the connection state (on our loop); a fresh connection re-reads the twin."""

@@ -168,3 +168,41 @@ def test_edge_module_from_environment_outputs_and_inputs(
     finally:
         session.stop()
         workload.close()
+
+
+def test_device_client_with_an_x509_certificate(
+    tmp_path: Path, ca: tls.TestCA, hub: tuple[TwinStore, IoTHubMqttServer]
+) -> None:
+    store, server = hub
+    store.add_device("dev-x")
+    connection = f"HostName={HUB};DeviceId=dev-x;GatewayHostName={server.host};x509=true"
+
+    def session_with(cert: tls.ServerCert, data: str) -> SessionThread:
+        config = hub_config(
+            str(tmp_path / data),
+            transport="iothub",
+            device_id="dev-x",
+            connection_string=connection,
+            ca_file=str(ca.ca_file),
+            x509_cert_file=str(cert.cert_file),
+            x509_key_file=str(cert.key_file),
+        )
+        host = FakeHost()
+        session = SessionThread(config, host)
+        session.call(lambda: host.apply_models([ModelConfig("m", "1", path=_model(tmp_path))]))
+        return session
+
+    # A certificate of the hub's CA whose subject is another device is refused: nothing arrives.
+    impostor = session_with(ca.client_cert("someone-else"), "impostor")
+    try:
+        time.sleep(1.5)
+        assert _health(store, "dev-x") == [] and not server.connected("dev-x")
+        assert impostor.error is None  # refused credentials are retried, not the end of the hub side
+    finally:
+        impostor.stop()
+    session = session_with(ca.client_cert("dev-x"), "data")
+    try:
+        reports = _until(lambda: _health(store, "dev-x"), what="telemetry over X.509")
+        assert reports[0][0]["device_id"] == "dev-x" and server.connected("dev-x")
+    finally:
+        session.stop()
