@@ -75,7 +75,8 @@ class HttpApp:
         self._repository = repository
         self._service = repository.service
         self._metrics = metrics
-        self._expected_auth = [f"Bearer {key}".encode() for key in api_keys]
+        self._expected_auth: list[bytes] = []
+        self.set_api_keys(api_keys)
         self._max_body = max_body_bytes
         self._scoring = scoring
         self.scoring_ready = scoring is None

@@ -104,7 +104,7 @@ async def _serve(config: AgentConfig) -> int:
     sock = _bind(config.server.host, config.server.port)
     server = HttpServer(app)
     stop_requested = asyncio.Event()  # a signal, or a failed start-up
-    stop_event = asyncio.Event()  # tells the hub side to stop, once HTTP has drained
+    hub_stop = asyncio.Event()  # tells the hub side to stop, once HTTP has drained
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, server, stop_requested, sig)
@@ -134,7 +134,7 @@ async def _serve(config: AgentConfig) -> int:
                 # The hub replaces the config's keys; the one from api_key_env stays accepted.
                 app.set_api_keys((*keys, *env_keys))
 
-            hub_task = loop.create_task(hub_main(config, repository, stop_event, set_api_keys), name="hub")
+            hub_task = loop.create_task(hub_main(config, repository, hub_stop, set_api_keys), name="hub")
             hub_task.add_done_callback(_report_hub_exit)
     except AgentError as exc:
         log.error("start-up failed; stopping", extra={"error": str(exc)})
@@ -149,7 +149,7 @@ async def _serve(config: AgentConfig) -> int:
     cut = await server.shutdown(GRACEFUL_SHUTDOWN_S)
     if cut:
         log.warning("requests still running after the grace period were cut", extra={"connections": cut})
-    stop_event.set()
+    hub_stop.set()
     if hub_task is not None:
         try:
             await asyncio.wait_for(hub_task, HUB_STOP_TIMEOUT_S)
